@@ -1,0 +1,198 @@
+"""Run configuration: YAML mapped onto typed dataclasses, with ``key.sub=value`` overrides.
+
+Unknown keys and values of the wrong type are refused with the dotted key and the file named.
+Model-specific arguments live in ``model.args`` and are checked against the model's constructor,
+which is their schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deconfound.errors import ConfigError
+from deconfound.io import atomic_write_text
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    """Which data, which splits, and how batches are made.
+
+    ``view_sizes`` gives the side of each view a model may ask for; ``synthetic`` holds the
+    generator settings used when ``dataset`` is ``synthetic`` and ``root`` does not exist yet.
+    """
+
+    dataset: str = "synthetic"
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    test_splits: list[str] = field(
+        default_factory=lambda: ["test_iid", "test_balanced", "test_anti"]
+    )
+    view_sizes: dict[str, int] = field(
+        default_factory=lambda: {"body": 64, "face": 32, "context": 64, "whole": 64}
+    )
+    mask_fill: str = "zeros"
+    batch_size: int = 64
+    num_workers: int = 0
+    cache: bool = True
+    synthetic: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """A base model from the registry, its constructor arguments, and the intervention on top."""
+
+    name: str = "emotnet"
+    args: dict[str, Any] = field(default_factory=dict)
+    intervention: str = "none"
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+
+
+@dataclass
+class TrainerConfig:
+    """How to run: epochs, seed, hardware and precision (passed to Lightning's Trainer)."""
+
+    max_epochs: int = 10
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: Any = 1
+    precision: str = "32-true"
+    deterministic: bool = True
+    progress_bar: bool = True
+    log_every_n_steps: int = 20
+
+
+@dataclass
+class Config:
+    """One training run. Its outputs go to ``<out_dir>/<name>/``."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path as given if it exists, else a config bundled with the package (``demo``,
+    ``emotnet_synthetic.yaml``, ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / (path.name if path.suffix else f"{path.name}.yaml")
+    if bundled.is_file():
+        return bundled
+    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config '{name_or_path}' not found; give a YAML path or one of: {known}")
+
+
+def load_config(
+    name_or_path: str | Path | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Read a YAML config (defaults when None) and apply ``key.sub=value`` overrides."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        source = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides or []:
+        apply_override(raw, item)
+    return from_dict(Config, raw, source)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``raw[a][b] = value`` for an override ``a.b=value`` (value parsed as YAML)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' must look like section.key=value")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{item}': '{p}' is not a section")
+    try:
+        node[leaf] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"override '{item}': value is not valid YAML") from None
+
+
+def from_dict(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``raw``, checking keys and value types."""
+    if not isinstance(raw, dict):
+        where = prefix.rstrip(".") or "config"
+        raise ConfigError(f"{source}: '{where}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        key = f"{prefix}{sorted(unknown)[0]}"
+        raise ConfigError(
+            f"{source}: unknown key '{key}'; known keys here: {', '.join(sorted(names))}"
+        )
+    values = {}
+    for name, value in raw.items():
+        values[name] = _coerce(hints[name], value, source, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, key + ".")
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        tp = next(t for t in options if t is not type(None))
+        origin = typing.get_origin(tp)
+    expected = origin or tp
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{source}: '{key}' must be {getattr(expected, '__name__', expected)}, got {value!r}"
+        )
+    return value
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    atomic_write_text(path, config.to_yaml())

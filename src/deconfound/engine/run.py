@@ -1,0 +1,155 @@
+"""Entry points of the engine: ``train`` a config, ``evaluate`` a checkpoint on any split."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from deconfound.config import Config, apply_override, from_dict, save_config
+from deconfound.data.datamodule import EmotionDataModule
+from deconfound.engine.module import EmotionModule
+from deconfound.errors import ConfigError, DeconfoundError
+
+log = logging.getLogger(__name__)
+
+# Options that may differ between a run and its resumption.
+RESUMABLE_CHANGES = {("trainer", "max_epochs"), ("trainer", "progress_bar")}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it into place."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run's outputs are, and its best validation score."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    best_score: float
+
+
+def make_trainer(
+    cfg: Config, run_dir: Path | None = None, callbacks: list[Callback] | None = None
+) -> L.Trainer:
+    """A Lightning Trainer set up from ``cfg.trainer``; logs and checkpoints go to ``run_dir``
+    (without one: no logs, no checkpoints, no progress bar, as for evaluation)."""
+    t = cfg.trainer
+    callbacks = list(callbacks or [])
+    show_progress = t.progress_bar and run_dir is not None
+    if show_progress:
+        callbacks.append(TQDMProgressBar())
+    return L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.precision,  # type: ignore[arg-type]
+        deterministic=t.deterministic,
+        logger=CSVLogger(run_dir, name="logs") if run_dir else False,  # logs/version_N/
+        callbacks=callbacks,
+        enable_checkpointing=run_dir is not None,
+        enable_progress_bar=show_progress,
+        enable_model_summary=False,
+        log_every_n_steps=t.log_every_n_steps,
+        default_root_dir=run_dir,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def train(cfg: Config) -> TrainResult:
+    """Train ``cfg`` into ``cfg.run_dir``; a run interrupted there resumes from ``last.ckpt``."""
+    run_dir = cfg.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    resume = last.is_file()
+    if resume:
+        _check_resumable(cfg, run_dir / "config.yaml")
+        log.info("resuming %s from %s", run_dir, last)
+    save_config(cfg, run_dir / "config.yaml")
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    module = EmotionModule(cfg.to_dict())
+    data = EmotionDataModule(cfg.data, module.model.views)
+    monitor = f"val/{module.info.metric}"
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = make_trainer(cfg, run_dir, [checkpoint])
+    trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
+    score = checkpoint.best_model_score
+    return TrainResult(
+        run_dir,
+        Path(checkpoint.best_model_path or last),
+        float(score) if score is not None else float("nan"),
+    )
+
+
+def _check_resumable(cfg: Config, saved_path: Path) -> None:
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text())
+    now = cfg.to_dict()
+    for section, values in now.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if (section, key) in RESUMABLE_CHANGES:
+                continue
+            if saved.get(section, {}).get(key) != value:
+                raise ConfigError(
+                    f"{saved_path.parent} holds an unfinished run with {section}.{key}="
+                    f"{saved.get(section, {}).get(key)!r}, not {value!r}; use another name or "
+                    "delete that directory"
+                )
+
+
+def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> EmotionModule:
+    """Rebuild the module saved in ``checkpoint``, with optional config overrides (e.g. a new
+    ``data.root``)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise DeconfoundError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        config = ckpt["hyper_parameters"]["config"]
+    except Exception as e:
+        raise DeconfoundError(f"{path}: not a deconfound checkpoint ({e})") from None
+    for item in overrides or []:
+        apply_override(config, item)
+    module = EmotionModule(from_dict(Config, config, str(path)).to_dict(), load_weights=False)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
+
+
+def evaluate(module: EmotionModule, splits: list[str]) -> dict[str, dict[str, float]]:
+    """Metrics of ``module`` on each of ``splits`` of its configured data set."""
+    cfg = module.cfg
+    data = EmotionDataModule(cfg.data, module.model.views)
+    trainer = make_trainer(cfg)
+    results: dict[str, dict[str, float]] = {}
+    for split in splits:
+        (metrics,) = trainer.test(module, dataloaders=data.loader(split), verbose=False)
+        results[split] = {k.removeprefix("test/"): float(v) for k, v in metrics.items()}
+    return results

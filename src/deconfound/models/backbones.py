@@ -1,0 +1,128 @@
+"""Image backbones that map a batch of views to pooled feature vectors.
+
+Every backbone takes uint8 (or float in [0, 1]) images (B, 3, H, W), normalises them with the
+ImageNet statistics, and returns (B, num_features). Weights come only from a local file the user
+names; without one, the backbone starts from a random initialisation (and says so in the log).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from deconfound.errors import DeconfoundError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Backbone(nn.Module):
+    """A feature extractor ``trunk`` with input normalisation; exposes ``num_features``."""
+
+    def __init__(self, trunk: nn.Module, num_features: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.num_features = num_features
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        return self.trunk((x - self.mean) / self.std)  # (B, num_features)
+
+
+def small_cnn(width: int = 16) -> Backbone:
+    """A four-stage CNN for CPU runs: (conv 3×3 stride 2, BN, ReLU) ×4, global average pool."""
+    chans = [3, width, 2 * width, 4 * width, 8 * width]
+    layers: list[nn.Module] = []
+    for cin, cout in itertools.pairwise(chans):
+        layers += [
+            nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return Backbone(nn.Sequential(*layers), chans[-1])
+
+
+def _torchvision(name: str) -> Callable[[], Backbone]:
+    def build() -> Backbone:
+        net = torchvision.models.get_model(name, weights=None)
+        if hasattr(net, "fc"):  # ResNets
+            num_features = net.fc.in_features
+            net.fc = nn.Identity()
+        else:  # MobileNet, EfficientNet, ...: classifier = (dropout, linear)
+            num_features = net.classifier[-1].in_features
+            net.classifier = nn.Identity()
+        return Backbone(net, num_features)
+
+    build.__doc__ = f"torchvision's {name} without its classifier."
+    return build
+
+
+BACKBONES: dict[str, Callable[[], Backbone]] = {
+    "small_cnn": small_cnn,
+    "resnet18": _torchvision("resnet18"),
+    "resnet50": _torchvision("resnet50"),
+    "resnet152": _torchvision("resnet152"),
+    "mobilenet_v2": _torchvision("mobilenet_v2"),
+}
+
+
+def create_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
+    """Build backbone ``name`` and load ``weights`` (a local file) into it if given."""
+    if name not in BACKBONES:
+        raise DeconfoundError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+    backbone = BACKBONES[name]()
+    if weights is None:
+        log.info("backbone %s: random initialisation (no weights file given)", name)
+    else:
+        load_weights(backbone.trunk, weights)
+    return backbone
+
+
+CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.")
+
+
+def load_weights(trunk: nn.Module, path: str | Path) -> None:
+    """Load a local weights file into ``trunk``.
+
+    Accepts a plain state dict, a checkpoint holding one under ``state_dict`` or ``model``
+    (as in the Places365 ``.pth.tar`` releases), and keys prefixed with ``module.``; the source
+    model's classifier is dropped. Any other missing or unexpected key is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DeconfoundError(f"weights file {path} not found; give the path of a local file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DeconfoundError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    try:
+        missing, unexpected = trunk.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e))
+        raise DeconfoundError(
+            f"{path}: weights do not fit this backbone ({first}); check the backbone name"
+        ) from None
+    if missing or unexpected:
+        raise DeconfoundError(
+            f"{path}: weights do not fit this backbone ({len(missing)} missing keys, e.g. "
+            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}); "
+            "check the backbone name"
+        )
+    log.info("loaded backbone weights from %s", path)

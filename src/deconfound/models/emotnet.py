@@ -1,0 +1,56 @@
+"""EMOT-Net (Kosti et al., "Context based emotion recognition using EMOTIC dataset", TPAMI 2019).
+
+Two streams: a body stream on the person's crop and a context stream on the whole image
+(person included, as in the paper); their pooled features are concatenated and fused by a
+fully-connected layer into the joint feature ``h`` that a head (or an intervention) takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deconfound.models.backbones import create_backbone
+
+
+class EmotNet(nn.Module):
+    """EMOT-Net's feature extractor: ``forward_features(views) -> h`` of width ``num_features``.
+
+    Args:
+        backbone: backbone of the body stream (see ``BACKBONES``).
+        context_backbone: backbone of the context stream; defaults to ``backbone``.
+        body_weights: local weights file for the body stream (ImageNet in the paper).
+        context_weights: local weights file for the context stream (Places365 in the paper).
+        fusion_dim: width of the fused feature (256 in the common PyTorch baseline).
+        dropout: dropout after fusion.
+    """
+
+    views = ("body", "whole")
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "resnet18",
+        context_backbone: str | None = None,
+        body_weights: str | Path | None = None,
+        context_weights: str | Path | None = None,
+        fusion_dim: int = 256,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.body = create_backbone(backbone, weights=body_weights)
+        self.context = create_backbone(context_backbone or backbone, weights=context_weights)
+        self.fusion = nn.Sequential(
+            nn.Linear(self.body.num_features + self.context.num_features, fusion_dim),
+            nn.BatchNorm1d(fusion_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.num_features = fusion_dim
+
+    def forward_features(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        body = self.body(views["body"])  # (B, Db)
+        context = self.context(views["whole"])  # (B, Dc)
+        return self.fusion(torch.cat([body, context], dim=1))  # (B, fusion_dim)

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny synthetic set written once per session in the real on-disk format."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deconfound.data.synthetic import SynthConfig, generate
+
+TINY = SynthConfig(
+    rho=0.8,
+    seed=1,
+    image_size=64,
+    sizes={
+        "train": 420,
+        "val": 70,
+        "test_iid": 140,
+        "test_balanced": 70,
+        "test_anti": 70,
+        "scenes": 14,
+    },
+)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_utilities"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic set (64-pixel images); treat as read-only."""
+    return generate(tmp_path_factory.mktemp("data") / "tiny", TINY, progress=False)
+
+
+@pytest.fixture
+def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny set that a test may damage."""
+    return Path(shutil.copytree(tiny_root, tmp_path / "copy"))
+
+
+def run_overrides(root: Path, out: Path, epochs: int = 2) -> list[str]:
+    """Config overrides that train the bundled EMOT-Net config on the tiny set in seconds."""
+    return [
+        f"data.root={root}",
+        "data.view_sizes={body: 32, whole: 32}",
+        "data.batch_size=32",
+        f"trainer.max_epochs={epochs}",
+        "trainer.progress_bar=false",
+        "trainer.accelerator=cpu",
+        f"out_dir={out}",
+        "name=tiny",
+    ]

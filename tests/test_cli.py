@@ -1,0 +1,132 @@
+"""The command line as a user runs it: synth, train, evaluate, demo, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_overrides
+
+from deconfound.cli import main
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "deconfound.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for command in ("synth", "train", "evaluate", "demo"):
+        assert command in out
+
+
+def test_synth_writes_a_set_and_reports_rho(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(
+        [
+            "synth",
+            "--out",
+            str(tmp_path / "s"),
+            "--rho",
+            "0.7",
+            "--seed",
+            "4",
+            "--image-size",
+            "48",
+            "--size",
+            "train=40",
+            "--size",
+            "val=0",
+            "--size",
+            "test_iid=0",
+            "--size",
+            "test_balanced=0",
+            "--size",
+            "test_anti=7",
+            "--size",
+            "scenes=0",
+        ]
+    )
+    assert code == 0
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    assert meta["config"]["rho"] == 0.7 and meta["measured_rho"]["test_anti"] == 0.0
+    assert len(list((tmp_path / "s" / "images" / "train").glob("*.png"))) == 40
+    assert "measured rho" in capsys.readouterr().out
+
+
+def test_train_then_evaluate(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "configs/emotnet_synthetic.yaml",
+                *run_overrides(tiny_root, tmp_path, epochs=1),
+            ]
+        )
+        == 0
+    )
+    ckpt = tmp_path / "tiny" / "checkpoints" / "best.ckpt"
+    assert ckpt.is_file() and "best checkpoint" in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--split", "test_anti", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert set(results) == {"test_anti"} and 0 <= results["test_anti"]["accuracy"] <= 1
+    assert main(["evaluate", "--checkpoint", str(ckpt)]) == 0
+    table = capsys.readouterr().out
+    assert "test_iid" in table and "test_balanced" in table
+
+
+def test_demo_writes_table_results_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--quick",
+            "--seed",
+            "2",
+            "data.synthetic.image_size=48",
+            "data.view_sizes={body: 32, whole: 32}",
+            "data.synthetic.sizes={train: 140, val: 35, test_iid: 35, test_balanced: 35, "
+            "test_anti: 35}",
+            "trainer.max_epochs=1",
+            "trainer.progress_bar=false",
+        ]
+    )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["none"]
+    assert list(results["none"]) == ["test_iid", "test_balanced", "test_anti"]
+    assert all(0 <= m["accuracy"] <= 1 for m in results["none"].values())
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((out / "data").glob("synthetic-rho0.8-seed2-*"))) == 1
+    assert "test_balanced" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--config", "nope"], "config 'nope' not found"),
+        (["train", "--config", "emotnet_synthetic", "trainer.epochs=2"], "unknown key"),
+        (["evaluate", "--checkpoint", "missing.ckpt"], "checkpoint missing.ckpt not found"),
+        (["synth", "--out", "x", "--rho", "2"], "rho must lie in [0, 1]"),
+        (["synth", "--out", "x", "--size", "train=many"], "--size 'train=many'"),
+    ],
+)
+def test_user_errors_are_one_line(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("deconfound: error:") and message in err and "\n" not in err

@@ -1,0 +1,66 @@
+"""The training engine: a short run learns, an interrupted run resumes, NaN stops it clearly."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_overrides
+
+from deconfound.config import load_config
+from deconfound.engine import EmotionModule, evaluate, load_module, train
+from deconfound.errors import ConfigError, DeconfoundError
+
+
+def test_a_short_run_learns_and_its_checkpoint_evaluates(tiny_root: Path, tmp_path: Path) -> None:
+    cfg = load_config("emotnet_synthetic", run_overrides(tiny_root, tmp_path, epochs=8))
+    result = train(cfg)
+    assert result.best_checkpoint.is_file() and (result.run_dir / "config.yaml").is_file()
+    assert (result.run_dir / "logs" / "version_0" / "metrics.csv").is_file()
+    module = load_module(result.best_checkpoint)
+    metrics = evaluate(module, ["test_iid", "test_anti"])
+    chance = 1 / 7
+    assert metrics["test_iid"]["accuracy"] > 3 * chance, metrics
+    assert 0.0 <= metrics["test_anti"]["accuracy"] <= 1.0
+    # the reloaded module predicts exactly as the trained one saved it
+    again = evaluate(load_module(result.best_checkpoint), ["test_iid"])
+    assert again["test_iid"]["accuracy"] == metrics["test_iid"]["accuracy"]
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    overrides = run_overrides(tiny_root, tmp_path, epochs=1)
+    first = train(load_config("emotnet_synthetic", overrides))
+    last = first.run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 0
+    train(load_config("emotnet_synthetic", [*overrides, "trainer.max_epochs=2"]))
+    assert torch.load(last, weights_only=False)["epoch"] == 1
+    epochs = set()
+    for log in sorted(first.run_dir.glob("logs/version_*/metrics.csv")):  # one per session
+        with log.open() as f:
+            epochs |= {row["epoch"] for row in csv.DictReader(f) if row.get("val/accuracy")}
+    assert epochs == {"0", "1"}
+    with pytest.raises(ConfigError, match="unfinished run with optim.lr=0.002, not 0.1"):
+        train(load_config("emotnet_synthetic", [*overrides, "optim.lr=0.1"]))
+    assert not list(last.parent.glob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_a_nan_loss_stops_training_with_a_clear_message(tiny_root: Path, tmp_path: Path) -> None:
+    cfg = load_config("emotnet_synthetic", run_overrides(tiny_root, tmp_path))
+    module = EmotionModule(cfg.to_dict())
+    with torch.no_grad():
+        module.model.head.bias.fill_(float("nan"))
+    views = {v: torch.zeros(4, 3, 32, 32, dtype=torch.uint8) for v in ("body", "whole")}
+    with pytest.raises(FloatingPointError, match="training loss became nan.*lower optim.lr"):
+        module.training_step((views, torch.zeros(4, dtype=torch.long)), 0)
+
+
+def test_a_missing_or_foreign_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DeconfoundError, match="not found"):
+        load_module(tmp_path / "none.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    with pytest.raises(DeconfoundError, match="foreign.ckpt: not a deconfound checkpoint"):
+        load_module(tmp_path / "foreign.ckpt")
