@@ -1,0 +1,61 @@
+"""Validated reading of annotation tables: every problem is one line naming file, row and fix."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from deconfound.data.sample import Box
+from deconfound.errors import DataError
+
+
+def read_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(row number, row)`` from a CSV file after checking that its header has ``required``.
+
+    Row numbers count the header as row 1, as a spreadsheet shows them.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: annotation file not found; check the data set root")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)} in the header")
+        for i, row in enumerate(reader, start=2):
+            yield i, row
+
+
+def parse_int(row: dict[str, str], column: str, where: str) -> int:
+    """The integer in ``row[column]``; ``where`` (file and row) prefixes any error."""
+    value = row.get(column)
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise DataError(f"{where}: column '{column}' must be an integer, got {value!r}") from None
+
+
+def parse_box(row: dict[str, str], prefix: str, where: str) -> Box:
+    """The box in columns ``{prefix}_x1 … {prefix}_y2``."""
+    x1, y1, x2, y2 = (parse_int(row, f"{prefix}_{c}", where) for c in ("x1", "y1", "x2", "y2"))
+    return Box(x1, y1, x2, y2)
+
+
+def image_size(path: Path, where: str) -> tuple[int, int]:
+    """(width, height) of the image at ``path`` from its header, without decoding the pixels."""
+    if not path.is_file():
+        raise DataError(f"{where}: image {path} not found; restore the file or remove the row")
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{where}: image {path} is not a readable image ({e})") from None
+
+
+def check_box(box: Box, size: tuple[int, int], what: str, where: str, path: Path) -> None:
+    """Raise if ``box`` cannot be used on the image of ``size`` at ``path``."""
+    problem = box.problem(size)
+    if problem:
+        raise DataError(f"{where}: {what} {problem} ({path}); fix the box or remove the row")

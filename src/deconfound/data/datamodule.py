@@ -1,0 +1,140 @@
+"""From samples to batches: a dataset of views and the Lightning data module around it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from deconfound.config import DataConfig
+from deconfound.data.sample import DatasetInfo, Sample
+from deconfound.data.synthetic import SynthConfig, SyntheticReader, generate
+from deconfound.data.views import Fill, make_views
+from deconfound.errors import ConfigError
+
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
+
+
+class Reader(Protocol):
+    """A data set reader: its facts, and validated samples per split."""
+
+    info: DatasetInfo
+
+    def samples(self, split: str) -> list[Sample]: ...
+
+
+READERS: dict[str, type] = {"synthetic": SyntheticReader}
+"""Every data set reader by config name."""
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The facts (classes, task) of data set ``name``, without reading any file."""
+    if name not in READERS:
+        raise ConfigError(f"unknown dataset '{name}'; choose one of {', '.join(READERS)}")
+    return READERS[name].info
+
+
+def open_reader(cfg: DataConfig) -> Reader:
+    """The reader for ``cfg``.
+
+    A synthetic set is generated first when ``root`` holds none, or when ``cfg.synthetic`` names
+    settings (an existing set made with other settings is then an error, not overwritten).
+    """
+    dataset_info(cfg.dataset)
+    if cfg.dataset == "synthetic" and (cfg.synthetic or not Path(cfg.root, "meta.json").exists()):
+        generate(cfg.root, SynthConfig(**cfg.synthetic))
+    return READERS[cfg.dataset](cfg.root)
+
+
+def target(sample: Sample, info: DatasetInfo) -> torch.Tensor:
+    """The training target: a class index (multi-class) or a multi-hot vector (multi-label)."""
+    if info.task == "multiclass":
+        return torch.tensor(sample.labels[0])
+    y = torch.zeros(info.num_classes)
+    y[list(sample.labels)] = 1.0
+    return y
+
+
+class ViewDataset(Dataset[Batch]):
+    """Samples as ``(views, target)``, views being uint8 tensors keyed by name.
+
+    With ``cache=True`` each sample's views are decoded once and kept in memory (per process:
+    use it with ``num_workers=0`` or persistent workers).
+    """
+
+    def __init__(self, samples: Sequence[Sample], info: DatasetInfo, sizes: Mapping[str, int],
+                 fill: Fill = "zeros", cache: bool = False) -> None:
+        self.samples, self.info, self.sizes, self.fill = list(samples), info, dict(sizes), fill
+        self._cache: list[dict[str, torch.Tensor] | None] | None = (
+            [None] * len(self.samples) if cache else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Batch:
+        sample = self.samples[i]
+        views = self._cache[i] if self._cache is not None else None
+        if views is None:
+            views = make_views(sample, self.sizes, self.fill)
+            if self._cache is not None:
+                self._cache[i] = views
+        return views, target(sample, self.info)
+
+
+class EmotionDataModule(L.LightningDataModule):
+    """Training, validation and any test split of one data set, cut into the given views."""
+
+    def __init__(self, cfg: DataConfig, views: Sequence[str]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        missing = [v for v in views if v not in cfg.view_sizes]
+        if missing:
+            raise ConfigError(f"data.view_sizes lacks a size for view(s) {missing}")
+        self.sizes = {v: cfg.view_sizes[v] for v in views}
+        self.info = dataset_info(cfg.dataset)
+        self._reader: Reader | None = None
+        self._datasets: dict[str, ViewDataset] = {}
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            self._reader = open_reader(self.cfg)
+        return self._reader
+
+    def dataset(self, split: str) -> ViewDataset:
+        """The (memoised) dataset of ``split``."""
+        if split not in self._datasets:
+            samples = self.reader.samples(split)
+            self._datasets[split] = ViewDataset(samples, self.info, self.sizes,
+                                                self.cfg.mask_fill, self.cfg.cache)  # type: ignore[arg-type]
+        return self._datasets[split]
+
+    def loader(self, split: str, *, shuffle: bool = False) -> DataLoader:
+        """A loader over ``split``; shuffled for training."""
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.cfg.batch_size,
+            shuffle=shuffle,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+            drop_last=shuffle and len(self.dataset(split)) > self.cfg.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.cfg.train_split, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.cfg.val_split)
+
+
+def synthetic_root(base: str | Path, cfg: SynthConfig) -> Path:
+    """A directory under ``base`` named after ``cfg``, so each setting is generated once."""
+    key = json.dumps(cfg.__dict__, sort_keys=True).encode()
+    return Path(base) / f"synthetic-rho{cfg.rho:g}-seed{cfg.seed}-{hashlib.sha1(key).hexdigest()[:8]}"

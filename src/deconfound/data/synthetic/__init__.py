@@ -1,0 +1,25 @@
+"""The synthetic confounded emotion-in-context benchmark: drawing, writing and reading it."""
+
+from deconfound.data.synthetic.generate import (
+    CONFOUNDED_SPLITS,
+    PERSON_SPLITS,
+    SynthConfig,
+    generate,
+    plan_split,
+    preferred_emotion,
+)
+from deconfound.data.synthetic.reader import INFO, SyntheticReader
+from deconfound.data.synthetic.render import EMOTIONS, SCENES
+
+__all__ = [
+    "CONFOUNDED_SPLITS",
+    "EMOTIONS",
+    "INFO",
+    "PERSON_SPLITS",
+    "SCENES",
+    "SynthConfig",
+    "SyntheticReader",
+    "generate",
+    "plan_split",
+    "preferred_emotion",
+]

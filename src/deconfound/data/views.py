@@ -1,0 +1,94 @@
+"""Views: what each model stream sees of a sample (body crop, face crop, masked context, whole).
+
+A view is a square uint8 tensor (3, S, S); models normalise it themselves. Masking the person out
+of the context is :func:`mask_box`, the one function the context streams and the confounder
+dictionary builder share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from deconfound.data.sample import Box, Sample
+from deconfound.errors import DataError
+
+Fill = Literal["zeros", "mean", "blur"]
+ViewName = Literal["body", "face", "context", "whole"]
+
+
+def mask_box(image: Image.Image, box: Box, fill: Fill = "zeros") -> Image.Image:
+    """A copy of ``image`` with ``box`` hidden: filled with black, the image's mean colour, or
+    the same region of a heavily blurred copy of the image."""
+    out = image.copy()
+    region = box.as_tuple()
+    if fill == "zeros":
+        out.paste((0, 0, 0), region)
+    elif fill == "mean":
+        mean = np.asarray(image).reshape(-1, 3).mean(axis=0)
+        out.paste(tuple(int(v) for v in mean), region)
+    elif fill == "blur":
+        blurred = image.filter(ImageFilter.GaussianBlur(max(box.width, box.height) / 2))
+        out.paste(blurred.crop(region), region)  # the surroundings bleed in, the person fades
+    else:
+        raise DataError(f"unknown mask fill '{fill}'; choose zeros, mean or blur")
+    return out
+
+
+def body(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
+    """The person's body box, resized to ``size``×``size``."""
+    return image.crop(sample.person.as_tuple()).resize((size, size), Image.BILINEAR)
+
+
+def face(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
+    """The face box, resized; samples without a face box cannot give this view."""
+    if sample.face is None:
+        raise DataError(f"{sample.image}: no face box, but the model needs the face view")
+    return image.crop(sample.face.as_tuple()).resize((size, size), Image.BILINEAR)
+
+
+def context(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
+    """The whole image with the person masked out, resized."""
+    return mask_box(image, sample.person, fill).resize((size, size), Image.BILINEAR)
+
+
+def whole(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
+    """The whole image, person included, resized."""
+    return image.resize((size, size), Image.BILINEAR)
+
+
+VIEWS: dict[str, Callable[[Image.Image, Sample, int, Fill], Image.Image]] = {
+    "body": body,
+    "face": face,
+    "context": context,
+    "whole": whole,
+}
+
+
+def load_image(sample: Sample) -> Image.Image:
+    """Decode the sample's image as RGB; a corrupt or missing file is a one-line DataError."""
+    try:
+        with Image.open(sample.image) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{sample.image}: cannot decode image ({e}); "
+                        "restore the file or remove its annotation")
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) uint8 tensor of an RGB image."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def make_views(sample: Sample, sizes: Mapping[str, int], fill: Fill = "zeros"
+               ) -> dict[str, torch.Tensor]:
+    """Decode ``sample`` once and cut every view named in ``sizes`` (name → side in pixels)."""
+    unknown = set(sizes) - set(VIEWS)
+    if unknown:
+        raise DataError(f"unknown view(s) {sorted(unknown)}; choose from {', '.join(VIEWS)}")
+    image = load_image(sample)
+    return {name: to_tensor(VIEWS[name](image, sample, size, fill)) for name, size in sizes.items()}
