@@ -23,8 +23,17 @@ class MultiLabelReader(SyntheticReader):
     info = INFO
 
     def samples(self, split: str) -> list[Sample]:
-        return [Sample(s.image, s.person, s.face, (s.labels[0] % 4, (s.labels[0] + 1) % 4),
-                       s.context, s.split) for s in super().samples(split)]  # fmt: skip
+        return [
+            Sample(
+                s.image,
+                s.person,
+                s.face,
+                (s.labels[0] % 4, (s.labels[0] + 1) % 4),
+                s.context,
+                s.split,
+            )
+            for s in super().samples(split)
+        ]
 
 
 @pytest.fixture
@@ -41,10 +50,17 @@ def test_multi_hot_targets(tiny_root: Path, multilabel: None) -> None:
 def test_multilabel_module_trains_and_reports_map_as_scikit_learn(
     tiny_root: Path, tmp_path: Path, multilabel: None
 ) -> None:
-    cfg = load_config("emotnet_synthetic", [
-        "data.dataset=multi", f"data.root={tiny_root}", "data.view_sizes={body: 32, whole: 32}",
-        "data.test_splits=[val]", "trainer.progress_bar=false", "trainer.max_epochs=1",
-    ])  # fmt: skip
+    cfg = load_config(
+        "emotnet_synthetic",
+        [
+            "data.dataset=multi",
+            f"data.root={tiny_root}",
+            "data.view_sizes={body: 32, whole: 32}",
+            "data.test_splits=[val]",
+            "trainer.progress_bar=false",
+            "trainer.max_epochs=1",
+        ],
+    )
     module = EmotionModule(cfg.to_dict()).eval()
     views = {v: torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8) for v in ("body", "whole")}
     y = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1], [1, 0, 0, 1]], dtype=torch.float32)

@@ -49,11 +49,17 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """A base model from the registry, its constructor arguments, and the intervention on top."""
+    """A base model from the registry, its constructor arguments, and the intervention on top.
+
+    ``intervention`` is ``none``, ``ccim_dot`` or ``ccim_add``; CCIM needs ``dictionary``, the
+    path of a confounder dictionary, and takes ``intervention_args`` (see ``CCIM``).
+    """
 
     name: str = "emotnet"
     args: dict[str, Any] = field(default_factory=dict)
     intervention: str = "none"
+    intervention_args: dict[str, Any] = field(default_factory=dict)
+    dictionary: str | None = None
 
 
 @dataclass

@@ -11,6 +11,17 @@ from deconfound.data.datamodule import (
 from deconfound.data.sample import Box, DatasetInfo, Sample
 from deconfound.data.views import VIEWS, make_views, mask_box
 
-__all__ = ["READERS", "VIEWS", "Box", "DatasetInfo", "EmotionDataModule", "Sample",
-           "ViewDataset", "dataset_info", "make_views", "mask_box", "open_reader",
-           "synthetic_root"]
+__all__ = [
+    "READERS",
+    "VIEWS",
+    "Box",
+    "DatasetInfo",
+    "EmotionDataModule",
+    "Sample",
+    "ViewDataset",
+    "dataset_info",
+    "make_views",
+    "mask_box",
+    "open_reader",
+    "synthetic_root",
+]

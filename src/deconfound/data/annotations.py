@@ -24,8 +24,7 @@ def read_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[s
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(missing)} in the header")
-        for i, row in enumerate(reader, start=2):
-            yield i, row
+        yield from enumerate(reader, start=2)
 
 
 def parse_int(row: dict[str, str], column: str, where: str) -> int:

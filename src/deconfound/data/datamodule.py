@@ -68,8 +68,14 @@ class ViewDataset(Dataset[Batch]):
     use it with ``num_workers=0`` or persistent workers).
     """
 
-    def __init__(self, samples: Sequence[Sample], info: DatasetInfo, sizes: Mapping[str, int],
-                 fill: Fill = "zeros", cache: bool = False) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        info: DatasetInfo,
+        sizes: Mapping[str, int],
+        fill: Fill = "zeros",
+        cache: bool = False,
+    ) -> None:
         self.samples, self.info, self.sizes, self.fill = list(samples), info, dict(sizes), fill
         self._cache: list[dict[str, torch.Tensor] | None] | None = (
             [None] * len(self.samples) if cache else None
@@ -112,8 +118,9 @@ class EmotionDataModule(L.LightningDataModule):
         """The (memoised) dataset of ``split``."""
         if split not in self._datasets:
             samples = self.reader.samples(split)
-            self._datasets[split] = ViewDataset(samples, self.info, self.sizes,
-                                                self.cfg.mask_fill, self.cfg.cache)  # type: ignore[arg-type]
+            self._datasets[split] = ViewDataset(
+                samples, self.info, self.sizes, self.cfg.mask_fill, self.cfg.cache
+            )  # type: ignore[arg-type]
         return self._datasets[split]
 
     def loader(self, split: str, *, shuffle: bool = False) -> DataLoader:
@@ -137,4 +144,6 @@ class EmotionDataModule(L.LightningDataModule):
 def synthetic_root(base: str | Path, cfg: SynthConfig) -> Path:
     """A directory under ``base`` named after ``cfg``, so each setting is generated once."""
     key = json.dumps(cfg.__dict__, sort_keys=True).encode()
-    return Path(base) / f"synthetic-rho{cfg.rho:g}-seed{cfg.seed}-{hashlib.sha1(key).hexdigest()[:8]}"
+    return (
+        Path(base) / f"synthetic-rho{cfg.rho:g}-seed{cfg.seed}-{hashlib.sha1(key).hexdigest()[:8]}"
+    )

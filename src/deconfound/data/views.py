@@ -75,8 +75,9 @@ def load_image(sample: Sample) -> Image.Image:
         with Image.open(sample.image) as im:
             return im.convert("RGB")
     except (OSError, ValueError) as e:
-        raise DataError(f"{sample.image}: cannot decode image ({e}); "
-                        "restore the file or remove its annotation")
+        raise DataError(
+            f"{sample.image}: cannot decode image ({e}); restore the file or remove its annotation"
+        ) from None
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -84,8 +85,9 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def make_views(sample: Sample, sizes: Mapping[str, int], fill: Fill = "zeros"
-               ) -> dict[str, torch.Tensor]:
+def make_views(
+    sample: Sample, sizes: Mapping[str, int], fill: Fill = "zeros"
+) -> dict[str, torch.Tensor]:
     """Decode ``sample`` once and cut every view named in ``sizes`` (name → side in pixels)."""
     unknown = set(sizes) - set(VIEWS)
     if unknown:

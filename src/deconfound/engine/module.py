@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from deconfound.causal import ConfounderDictionary
 from deconfound.config import Config, from_dict
 from deconfound.data.datamodule import Batch, dataset_info
 from deconfound.engine.metrics import make_metrics
@@ -23,14 +24,23 @@ class EmotionModule(L.LightningModule):
             checkpoint alone rebuilds the model).
         load_weights: load the backbone weight files named in the config; False when restoring
             from a checkpoint, which holds the trained weights already.
+        dictionary: the intervention's confounder dictionary, when not read from the config's
+            path (a restored checkpoint carries its own).
     """
 
-    def __init__(self, config: dict[str, Any], load_weights: bool = True) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        load_weights: bool = True,
+        dictionary: ConfounderDictionary | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config})
         self.cfg: Config = from_dict(Config, config, "run config")
         self.info = dataset_info(self.cfg.data.dataset)
-        self.model = create_model(self.cfg.model, self.info.num_classes, load_weights=load_weights)
+        self.model = create_model(
+            self.cfg.model, self.info.num_classes, load_weights=load_weights, dictionary=dictionary
+        )
         self.val_metrics = make_metrics(self.info, "val/")
         self.test_metrics = make_metrics(self.info, "test/")
 

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from deconfound.causal import ConfounderDictionary
 from deconfound.config import Config, apply_override, from_dict, save_config
 from deconfound.data.datamodule import EmotionDataModule
 from deconfound.engine.module import EmotionModule
@@ -138,8 +139,15 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
         raise DeconfoundError(f"{path}: not a deconfound checkpoint ({e})") from None
     for item in overrides or []:
         apply_override(config, item)
-    module = EmotionModule(from_dict(Config, config, str(path)).to_dict(), load_weights=False)
-    module.load_state_dict(ckpt["state_dict"])
+    state = ckpt["state_dict"]
+    dictionary = None
+    if "model.intervention.confounders" in state:  # the checkpoint carries its dictionary
+        prior = state["model.intervention.prior"].flatten()
+        dictionary = ConfounderDictionary(state["model.intervention.confounders"], prior)
+    module = EmotionModule(
+        from_dict(Config, config, str(path)).to_dict(), load_weights=False, dictionary=dictionary
+    )
+    module.load_state_dict(state)
     return module.eval()
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 from torch import nn
 
+from deconfound.causal import CCIM, ConfounderDictionary
 from deconfound.config import ModelConfig
 from deconfound.errors import ConfigError
 from deconfound.models.backbones import BACKBONES, create_backbone
@@ -13,17 +17,27 @@ from deconfound.models.emotnet import EmotNet
 BASE_MODELS: dict[str, type[nn.Module]] = {"emotnet": EmotNet}
 """Every base model by config name."""
 
-INTERVENTIONS: dict[str, type[nn.Module] | None] = {"none": None}
-"""Every intervention by config name (``none`` = the plain base model)."""
+INTERVENTIONS: dict[str, Any] = {
+    "none": None,
+    "ccim_dot": partial(CCIM, attention="dot"),
+    "ccim_add": partial(CCIM, attention="additive"),
+}
+"""Every intervention by config name (``none`` = the plain base model); each is called as
+``factory(in_features, dictionary, **intervention_args)``."""
 
 
 def create_model(
-    cfg: ModelConfig, num_classes: int, *, load_weights: bool = True
+    cfg: ModelConfig,
+    num_classes: int,
+    *,
+    load_weights: bool = True,
+    dictionary: ConfounderDictionary | None = None,
 ) -> EmotionClassifier:
     """The classifier described by ``cfg``: base model + intervention + head.
 
     By convention a model argument whose name ends in ``weights`` is a local weights file;
     ``load_weights=False`` leaves them out (restoring a checkpoint that holds trained weights).
+    An intervention's dictionary is read from ``cfg.dictionary`` unless ``dictionary`` is given.
     """
     if cfg.name not in BASE_MODELS:
         raise ConfigError(f"unknown model '{cfg.name}'; choose one of {', '.join(BASE_MODELS)}")
@@ -33,12 +47,28 @@ def create_model(
         )
     args = {k: v for k, v in cfg.args.items() if load_weights or not k.endswith("weights")}
     base = build(BASE_MODELS[cfg.name], args, f"model '{cfg.name}'")
-    return EmotionClassifier(base, num_classes, intervention=None)
+    factory = INTERVENTIONS[cfg.intervention]
+    if factory is None:
+        return EmotionClassifier(base, num_classes)
+    if dictionary is None:
+        if not cfg.dictionary:
+            raise ConfigError(
+                f"model.intervention={cfg.intervention} needs model.dictionary=PATH "
+                "(a confounder dictionary)"
+            )
+        dictionary = ConfounderDictionary.load(cfg.dictionary)
+    intervention = build(
+        partial(factory, base.num_features, dictionary),
+        cfg.intervention_args,
+        f"intervention '{cfg.intervention}'",
+    )
+    return EmotionClassifier(base, num_classes, intervention)
 
 
 __all__ = [
     "BACKBONES",
     "BASE_MODELS",
+    "CCIM",
     "INTERVENTIONS",
     "EmotNet",
     "EmotionClassifier",

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from deconfound.data.sample import Box
@@ -39,16 +38,30 @@ FORMAT = "deconfound-synthetic/1"
 PERSON_SPLITS = ("train", "val", "test_iid", "test_balanced", "test_anti")
 CONFOUNDED_SPLITS = ("train", "val", "test_iid")
 ANNOTATION_COLUMNS = (
-    "image", "split",
-    "person_x1", "person_y1", "person_x2", "person_y2",
-    "face_x1", "face_y1", "face_x2", "face_y2",
-    "emotion", "scene",
+    "image",
+    "split",
+    "person_x1",
+    "person_y1",
+    "person_x2",
+    "person_y2",
+    "face_x1",
+    "face_y1",
+    "face_x2",
+    "face_y2",
+    "emotion",
+    "scene",
 )
 
 
 def _default_sizes() -> dict[str, int]:
-    return {"train": 4200, "val": 700, "test_iid": 1400, "test_balanced": 1400,
-            "test_anti": 1400, "scenes": 2800}
+    return {
+        "train": 4200,
+        "val": 700,
+        "test_iid": 1400,
+        "test_balanced": 1400,
+        "test_anti": 1400,
+        "scenes": 2800,
+    }
 
 
 @dataclass(frozen=True)
@@ -121,8 +134,13 @@ def _render(job: tuple[str, int, int, int, Path, SynthConfig]) -> tuple[Box, Box
     return boxes
 
 
-def generate(root: str | Path, cfg: SynthConfig | None = None, *, workers: int | None = None,
-             progress: bool = True) -> Path:
+def generate(
+    root: str | Path,
+    cfg: SynthConfig | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Write the benchmark under ``root`` (cached: an identical existing set is reused).
 
     The set is written to ``<root>.partial`` and renamed into place when complete, so an
@@ -135,8 +153,10 @@ def generate(root: str | Path, cfg: SynthConfig | None = None, *, workers: int |
         meta = json.loads(meta_path.read_text())
         if meta.get("config") == asdict(cfg):
             return root
-        raise DataError(f"{root} holds a synthetic set made with other settings "
-                        f"({meta.get('config')}); choose another directory or delete it")
+        raise DataError(
+            f"{root} holds a synthetic set made with other settings "
+            f"({meta.get('config')}); choose another directory or delete it"
+        )
     if root.exists() and any(root.iterdir()):
         raise DataError(f"{root} exists and is not a synthetic set; choose an empty directory")
     tmp = root.with_name(root.name + ".partial")
@@ -190,8 +210,13 @@ def _plan_jobs(tmp: Path, cfg: SynthConfig) -> tuple[list, list[dict], list[dict
 
 
 def _box_columns(prefix: str, box: Box) -> dict[str, int]:
-    return dict(zip((f"{prefix}_x1", f"{prefix}_y1", f"{prefix}_x2", f"{prefix}_y2"),
-                    box.as_tuple(), strict=True))
+    return dict(
+        zip(
+            (f"{prefix}_x1", f"{prefix}_y1", f"{prefix}_x2", f"{prefix}_y2"),
+            box.as_tuple(),
+            strict=True,
+        )
+    )
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
@@ -205,8 +230,11 @@ def _measured_rho(rows: list[dict]) -> dict[str, float]:
     """Per split, the share of people showing their scene's preferred emotion."""
     out: dict[str, float] = {}
     for split in PERSON_SPLITS:
-        hits = [EMOTIONS.index(r["emotion"]) == preferred_emotion(r["scene"])
-                for r in rows if r["split"] == split]
+        hits = [
+            EMOTIONS.index(r["emotion"]) == preferred_emotion(r["scene"])
+            for r in rows
+            if r["split"] == split
+        ]
         if hits:
             out[split] = round(float(np.mean(hits)), 4)
     return out

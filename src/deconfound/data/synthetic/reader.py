@@ -24,8 +24,10 @@ class SyntheticReader:
     def samples(self, split: str) -> list[Sample]:
         """All samples of ``split``; raises :class:`DataError` on the first bad row."""
         if split not in PERSON_SPLITS:
-            raise DataError(f"unknown split '{split}' for the synthetic set; "
-                            f"choose one of {', '.join(PERSON_SPLITS)}")
+            raise DataError(
+                f"unknown split '{split}' for the synthetic set; "
+                f"choose one of {', '.join(PERSON_SPLITS)}"
+            )
         csv_path = self.root / "annotations.csv"
         out = []
         for row_no, row in read_rows(csv_path, ANNOTATION_COLUMNS):
@@ -44,8 +46,9 @@ class SyntheticReader:
         check_box(face, size, "face box", where, path)
         emotion = row["emotion"].strip()
         if emotion not in EMOTIONS:
-            raise DataError(f"{where}: unknown emotion '{emotion}'; "
-                            f"expected one of {', '.join(EMOTIONS)}")
+            raise DataError(
+                f"{where}: unknown emotion '{emotion}'; expected one of {', '.join(EMOTIONS)}"
+            )
         scene = parse_int(row, "scene", where)
         if not 0 <= scene < len(SCENES):
             raise DataError(f"{where}: scene id {scene} outside 0..{len(SCENES) - 1}")

@@ -36,6 +36,7 @@ class SceneType:
     preferred: str  # the emotion this scene co-occurs with in the confounded splits
 
 
+# fmt: off
 SCENES: tuple[SceneType, ...] = tuple(
     SceneType(name, sky, ground, texture, tex_colour, shape, colours, preferred)
     for name, preferred, sky, ground, texture, tex_colour, shape, colours in (
@@ -69,6 +70,7 @@ SCENES: tuple[SceneType, ...] = tuple(
          "star", ((250, 80, 80), (80, 250, 120), (120, 160, 250))),
     )
 )
+# fmt: on
 """Fourteen scene types, two favouring each emotion (protest/traffic jam favour anger, ...)."""
 
 
@@ -98,7 +100,13 @@ PROTOTYPES: dict[str, Expression] = {
     "surprise": Expression(0.1, 1.0, -0.3, 1.0, (25, 165), (25, 165)),  # hands to the cheeks
 }
 
-SKIN: tuple[RGB, ...] = ((255, 220, 185), (230, 180, 140), (190, 140, 100), (140, 95, 60), (95, 65, 40))
+SKIN: tuple[RGB, ...] = (
+    (255, 220, 185),
+    (230, 180, 140),
+    (190, 140, 100),
+    (140, 95, 60),
+    (95, 65, 40),
+)
 
 
 def _jitter(colour: RGB, rng: np.random.Generator, amount: int) -> RGB:
@@ -106,7 +114,9 @@ def _jitter(colour: RGB, rng: np.random.Generator, amount: int) -> RGB:
     return (int(c[0]), int(c[1]), int(c[2]))
 
 
-def sample_expression(emotion: str, rng: np.random.Generator, *, ambiguity: float = 0.25) -> Expression:
+def sample_expression(
+    emotion: str, rng: np.random.Generator, *, ambiguity: float = 0.25
+) -> Expression:
     """A noisy copy of ``emotion``'s prototype; with probability ``ambiguity`` its arms are
     borrowed from a random emotion (the face still tells the truth)."""
     p = PROTOTYPES[emotion]
@@ -181,8 +191,10 @@ def _draw_shape(d: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: float
         d.polygon([(x, y - 1.5 * r), (x - r, y + r), (x + r, y + r)], fill=c)
     elif shape == "star":
         pts = [
-            (x + (r if k % 2 == 0 else r / 2.5) * math.cos(k * math.pi / 5),
-             y + (r if k % 2 == 0 else r / 2.5) * math.sin(k * math.pi / 5))
+            (
+                x + (r if k % 2 == 0 else r / 2.5) * math.cos(k * math.pi / 5),
+                y + (r if k % 2 == 0 else r / 2.5) * math.sin(k * math.pi / 5),
+            )
             for k in range(10)
         ]
         d.polygon(pts, fill=c)
@@ -236,7 +248,9 @@ def _person_parts(
     bend = 1 - (2 * xs / mw) ** 2  # 0 at the corners, 1 in the middle
     upper = [(float(x), my + e.mouth_curve * k * (b - 0.5)) for x, b in zip(xs, bend, strict=True)]
     if e.mouth_open > 0.12:
-        lower = [(x, y + e.mouth_open * 0.45 * r * b) for (x, y), b in zip(upper, bend, strict=True)]
+        lower = [
+            (x, y + e.mouth_open * 0.45 * r * b) for (x, y), b in zip(upper, bend, strict=True)
+        ]
         parts.append(("polygon", upper + lower[::-1], 0, (110, 20, 25)))
     parts.append(("line", upper, max(1.0, r / 7), ink))
     return parts, (-r, 0.0, r, 2 * r)
@@ -253,9 +267,7 @@ def _extent(parts: list[_Prim]) -> tuple[float, float, float, float]:
     return min(xs0), min(ys0), max(xs1), max(ys1)
 
 
-def draw_person(
-    img: Image.Image, e: Expression, rng: np.random.Generator
-) -> tuple[Box, Box]:
+def draw_person(img: Image.Image, e: Expression, rng: np.random.Generator) -> tuple[Box, Box]:
     """Draw a person showing ``e`` at a random size and place; return (person box, face box).
 
     Every pixel the person changes lies inside the person box; the face box bounds the head.

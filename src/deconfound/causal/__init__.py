@@ -1,0 +1,6 @@
+"""Causal interventions: the confounder dictionary and CCIM."""
+
+from deconfound.causal.ccim import CCIM
+from deconfound.causal.dictionary import ConfounderDictionary
+
+__all__ = ["CCIM", "ConfounderDictionary"]
