@@ -18,9 +18,9 @@ from deconfound.errors import DeconfoundError
 
 def _synth(args: argparse.Namespace) -> None:
     from deconfound.data.synthetic import SynthConfig, generate
-    from deconfound.data.synthetic.generate import _default_sizes
+    from deconfound.data.synthetic.generate import default_sizes
 
-    sizes = _default_sizes()
+    sizes = default_sizes()
     for item in args.size:
         split, _, n = item.partition("=")
         if split not in sizes or not n.isdigit():
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_lightning() -> None:
+    import lightning  # noqa: F401 - it sets its loggers' levels on import; ours come after
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_utilities"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -53,7 +53,7 @@ ANNOTATION_COLUMNS = (
 )
 
 
-def _default_sizes() -> dict[str, int]:
+def default_sizes() -> dict[str, int]:
     return {
         "train": 4200,
         "val": 700,
@@ -79,7 +79,7 @@ class SynthConfig:
     rho: float = 0.8
     seed: int = 0
     image_size: int = 128
-    sizes: dict[str, int] = field(default_factory=_default_sizes)
+    sizes: dict[str, int] = field(default_factory=default_sizes)
     ambiguity: float = 0.25
 
     def __post_init__(self) -> None:
