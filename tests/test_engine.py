@@ -36,6 +36,9 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     first = train(load_config("emotnet_synthetic", overrides))
     last = first.run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["epoch"] == 0
+    saved = first.run_dir / "config.yaml"  # written before an option was added: still resumes
+    saved.write_text(saved.read_text().replace("  intervention_args: {}\n", ""))
+    assert "intervention_args" not in saved.read_text()
     train(load_config("emotnet_synthetic", [*overrides, "trainer.max_epochs=2"]))
     assert torch.load(last, weights_only=False)["epoch"] == 1
     epochs = set()
@@ -43,7 +46,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
         with log.open() as f:
             epochs |= {row["epoch"] for row in csv.DictReader(f) if row.get("val/accuracy")}
     assert epochs == {"0", "1"}
-    with pytest.raises(ConfigError, match="unfinished run with optim.lr=0.002, not 0.1"):
+    with pytest.raises(ConfigError, match="holds a run made with optim.lr=0.002, not 0.1"):
         train(load_config("emotnet_synthetic", [*overrides, "optim.lr=0.1"]))
     assert not list(last.parent.glob("*.tmp"))  # atomic writes leave no temporaries
 

@@ -108,21 +108,23 @@ def train(cfg: Config) -> TrainResult:
 
 
 def _check_resumable(cfg: Config, saved_path: Path) -> None:
+    """Refuse to continue a run whose saved config differs (beyond ``RESUMABLE_CHANGES``).
+
+    The saved config is read through the current schema, so options added since it was written
+    take their defaults instead of counting as differences.
+    """
     if not saved_path.is_file():
         return
-    saved = yaml.safe_load(saved_path.read_text())
-    now = cfg.to_dict()
-    for section, values in now.items():
+    saved = from_dict(Config, yaml.safe_load(saved_path.read_text()), str(saved_path)).to_dict()
+    for section, values in cfg.to_dict().items():
         if not isinstance(values, dict):
             continue
         for key, value in values.items():
-            if (section, key) in RESUMABLE_CHANGES:
-                continue
-            if saved.get(section, {}).get(key) != value:
+            before = saved[section][key]
+            if (section, key) not in RESUMABLE_CHANGES and before != value:
                 raise ConfigError(
-                    f"{saved_path.parent} holds an unfinished run with {section}.{key}="
-                    f"{saved.get(section, {}).get(key)!r}, not {value!r}; use another name or "
-                    "delete that directory"
+                    f"{saved_path.parent} holds a run made with {section}.{key}={before!r}, "
+                    f"not {value!r}; use another name or delete that directory"
                 )
 
 
