@@ -31,6 +31,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_loading.py
+	$(BIN)/python benchmarks/kmeans.py
+	$(BIN)/python benchmarks/ccim_overhead.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

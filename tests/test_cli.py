@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_overrides
 
@@ -81,32 +82,50 @@ def test_train_then_evaluate(
     assert "test_iid" in table and "test_balanced" in table
 
 
-def test_demo_writes_table_results_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "demo"
-    code = main(
-        [
-            "demo",
-            "--out",
-            str(out),
-            "--quick",
-            "--seed",
-            "2",
-            "data.synthetic.image_size=48",
-            "data.view_sizes={body: 32, whole: 32}",
-            "data.synthetic.sizes={train: 140, val: 35, test_iid: 35, test_balanced: 35, "
-            "test_anti: 35}",
-            "trainer.max_epochs=1",
-            "trainer.progress_bar=false",
-        ]
-    )
-    assert code == 0
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--quick",
+        "--seed",
+        "2",
+        "--seeds",
+        "2",
+        "data.synthetic.image_size=48",
+        "data.view_sizes={body: 32, whole: 32}",
+        "data.synthetic.sizes={train: 140, val: 35, test_iid: 35, test_balanced: 35, "
+        "test_anti: 35, scenes: 70}",
+        "dictionary.num_clusters=8",
+        "trainer.max_epochs=1",
+        "trainer.progress_bar=false",
+        "scenes.data.view_sizes={whole: 32}",
+        "scenes.trainer.max_epochs=1",
+        "scenes.trainer.progress_bar=false",
+    ]
+    assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["none"]
-    assert list(results["none"]) == ["test_iid", "test_balanced", "test_anti"]
-    assert all(0 <= m["accuracy"] <= 1 for m in results["none"].values())
-    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(results["methods"]) == ["none", "ccim_dot", "ccim_add"]
+    assert results["settings"]["seeds"] == [2, 3]
+    for r in results["methods"].values():
+        assert list(r["per_seed"]) == ["2", "3"]
+        accs = [r["per_seed"][s]["test_anti"]["accuracy"] for s in ("2", "3")]
+        assert r["mean"]["test_anti"]["accuracy"] == pytest.approx(np.mean(accs))
+        assert r["std"]["test_anti"]["accuracy"] == pytest.approx(np.std(accs))
+        assert list(r["mean"]) == ["test_iid", "test_balanced", "test_anti"]
+    assert results["dictionary"]["num_clusters"] == 8
+    assert results["dictionary"]["dim"] == 128
+    for png in ("results.png", "clusters.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "data").glob("synthetic-rho0.8-seed2-*"))) == 1
-    assert "test_balanced" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "ccim_add" in table and " ± " in table
+
+    # a second run reuses the data and the finished runs
+    assert main([argv[0], "--methods", "none", *argv[1:]]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["methods"]["none"] == results["methods"]["none"]
 
 
 @pytest.mark.parametrize(
@@ -117,6 +136,9 @@ def test_demo_writes_table_results_and_plot(tmp_path: Path, capsys: pytest.Captu
         (["evaluate", "--checkpoint", "missing.ckpt"], "checkpoint missing.ckpt not found"),
         (["synth", "--out", "x", "--rho", "2"], "rho must lie in [0, 1]"),
         (["synth", "--out", "x", "--size", "train=many"], "--size 'train=many'"),
+        (["demo", "--methods", "none", "magic"], "unknown method 'magic'"),
+        (["demo", "--seeds", "0"], "--seeds must be at least 1"),
+        (["dictionary", "build", "--config", "emotnet_synthetic"], "set model.dictionary=PATH"),
     ],
 )
 def test_user_errors_are_one_line(

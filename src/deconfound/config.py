@@ -63,6 +63,26 @@ class ModelConfig:
 
 
 @dataclass
+class DictionaryConfig:
+    """How ``deconfound dictionary build`` makes ``model.dictionary`` from the training split.
+
+    The person is masked with ``mask_fill``, the image resized to ``image_size`` and embedded by
+    ``backbone`` (with ``weights``, a local file: Places365 ResNet-152 in the papers); K-means
+    (``kmeans``: faiss, sklearn or minibatch) makes ``num_clusters`` prototypes.
+    """
+
+    backbone: str = "resnet152"
+    weights: str | None = None
+    num_clusters: int = 256
+    image_size: int = 224
+    mask_fill: str = "zeros"
+    batch_size: int = 64
+    kmeans: str = "faiss"
+    iters: int = 25
+    seed: int = 0
+
+
+@dataclass
 class OptimConfig:
     """Optimiser and learning-rate schedule."""
 
@@ -94,6 +114,7 @@ class Config:
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    dictionary: DictionaryConfig = field(default_factory=DictionaryConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 

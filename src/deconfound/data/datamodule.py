@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from deconfound.config import DataConfig
 from deconfound.data.sample import DatasetInfo, Sample
-from deconfound.data.synthetic import SynthConfig, SyntheticReader, generate
+from deconfound.data.synthetic import SynthConfig, SyntheticReader, SyntheticScenesReader, generate
 from deconfound.data.views import Fill, make_views
 from deconfound.errors import ConfigError
 
@@ -29,7 +29,10 @@ class Reader(Protocol):
     def samples(self, split: str) -> list[Sample]: ...
 
 
-READERS: dict[str, type] = {"synthetic": SyntheticReader}
+READERS: dict[str, type] = {
+    "synthetic": SyntheticReader,
+    "synthetic_scenes": SyntheticScenesReader,
+}
 """Every data set reader by config name."""
 
 
@@ -47,7 +50,8 @@ def open_reader(cfg: DataConfig) -> Reader:
     settings (an existing set made with other settings is then an error, not overwritten).
     """
     dataset_info(cfg.dataset)
-    if cfg.dataset == "synthetic" and (cfg.synthetic or not Path(cfg.root, "meta.json").exists()):
+    synthetic = cfg.dataset.startswith("synthetic")
+    if synthetic and (cfg.synthetic or not Path(cfg.root, "meta.json").exists()):
         generate(cfg.root, SynthConfig(**cfg.synthetic))
     return READERS[cfg.dataset](cfg.root)
 

@@ -45,7 +45,7 @@ class Sample:
 
     Attributes:
         image: path of the image file.
-        person: the person's body box.
+        person: the person's body box (None for a picture without people, e.g. a scene set).
         face: the face box, when known.
         labels: class indices (one for a multi-class task, any number for multi-label).
         context: hidden context (scene) id, where a data set knows it (the synthetic sets do).
@@ -53,7 +53,7 @@ class Sample:
     """
 
     image: Path
-    person: Box
+    person: Box | None
     face: Box | None
     labels: tuple[int, ...]
     context: int | None = None

@@ -39,9 +39,15 @@ def mask_box(image: Image.Image, box: Box, fill: Fill = "zeros") -> Image.Image:
     return out
 
 
+def _person(sample: Sample, view: str) -> Box:
+    if sample.person is None:
+        raise DataError(f"{sample.image}: no person box, but the model needs the {view} view")
+    return sample.person
+
+
 def body(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
     """The person's body box, resized to ``size``×``size``."""
-    return image.crop(sample.person.as_tuple()).resize((size, size), Image.BILINEAR)
+    return image.crop(_person(sample, "body").as_tuple()).resize((size, size), Image.BILINEAR)
 
 
 def face(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
@@ -53,7 +59,8 @@ def face(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") ->
 
 def context(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
     """The whole image with the person masked out, resized."""
-    return mask_box(image, sample.person, fill).resize((size, size), Image.BILINEAR)
+    masked = mask_box(image, _person(sample, "context"), fill)
+    return masked.resize((size, size), Image.BILINEAR)
 
 
 def whole(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:

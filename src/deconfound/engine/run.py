@@ -23,8 +23,9 @@ from deconfound.errors import ConfigError, DeconfoundError
 
 log = logging.getLogger(__name__)
 
-# Options that may differ between a run and its resumption.
-RESUMABLE_CHANGES = {("trainer", "max_epochs"), ("trainer", "progress_bar")}
+# Options that may differ between a run and its resumption (the dictionary section only says how
+# model.dictionary was built; the model holds the dictionary itself).
+RESUMABLE_CHANGES = {("trainer", "max_epochs"), ("trainer", "progress_bar"), ("dictionary", "*")}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -75,8 +76,11 @@ def make_trainer(
     )
 
 
-def train(cfg: Config) -> TrainResult:
-    """Train ``cfg`` into ``cfg.run_dir``; a run interrupted there resumes from ``last.ckpt``."""
+def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
+    """Train ``cfg`` into ``cfg.run_dir``; a run interrupted there resumes from ``last.ckpt``.
+
+    ``data`` lets several runs on the same data share one data module (and its decoded views).
+    """
     run_dir = cfg.run_dir
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -87,7 +91,7 @@ def train(cfg: Config) -> TrainResult:
     save_config(cfg, run_dir / "config.yaml")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     module = EmotionModule(cfg.to_dict())
-    data = EmotionDataModule(cfg.data, module.model.views)
+    data = data or EmotionDataModule(cfg.data, module.model.views)
     monitor = f"val/{module.info.metric}"
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -121,7 +125,8 @@ def _check_resumable(cfg: Config, saved_path: Path) -> None:
             continue
         for key, value in values.items():
             before = saved[section][key]
-            if (section, key) not in RESUMABLE_CHANGES and before != value:
+            exempt = {(section, key), (section, "*")} & RESUMABLE_CHANGES
+            if not exempt and before != value:
                 raise ConfigError(
                     f"{saved_path.parent} holds a run made with {section}.{key}={before!r}, "
                     f"not {value!r}; use another name or delete that directory"
@@ -153,10 +158,12 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
     return module.eval()
 
 
-def evaluate(module: EmotionModule, splits: list[str]) -> dict[str, dict[str, float]]:
-    """Metrics of ``module`` on each of ``splits`` of its configured data set."""
+def evaluate(
+    module: EmotionModule, splits: list[str], data: EmotionDataModule | None = None
+) -> dict[str, dict[str, float]]:
+    """Metrics of ``module`` on each of ``splits`` of its configured data set (or of ``data``)."""
     cfg = module.cfg
-    data = EmotionDataModule(cfg.data, module.model.views)
+    data = data or EmotionDataModule(cfg.data, module.model.views)
     trainer = make_trainer(cfg)
     results: dict[str, dict[str, float]] = {}
     for split in splits:

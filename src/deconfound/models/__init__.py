@@ -13,8 +13,9 @@ from deconfound.errors import ConfigError
 from deconfound.models.backbones import BACKBONES, create_backbone
 from deconfound.models.classifier import EmotionClassifier, build
 from deconfound.models.emotnet import EmotNet
+from deconfound.models.single import SingleStream
 
-BASE_MODELS: dict[str, type[nn.Module]] = {"emotnet": EmotNet}
+BASE_MODELS: dict[str, type[nn.Module]] = {"emotnet": EmotNet, "single_stream": SingleStream}
 """Every base model by config name."""
 
 INTERVENTIONS: dict[str, Any] = {
@@ -72,6 +73,7 @@ __all__ = [
     "INTERVENTIONS",
     "EmotNet",
     "EmotionClassifier",
+    "SingleStream",
     "create_backbone",
     "create_model",
 ]

@@ -78,13 +78,38 @@ BACKBONES: dict[str, Callable[[], Backbone]] = {
 }
 
 
+def _timm(name: str) -> Backbone:
+    import timm
+
+    try:
+        net = timm.create_model(name, pretrained=False, num_classes=0)
+    except RuntimeError as e:  # unknown model
+        raise DeconfoundError(f"backbone 'timm:{name}': {e}") from None
+    return Backbone(net, net.num_features)
+
+
 def create_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
-    """Build backbone ``name`` and load ``weights`` (a local file) into it if given."""
-    if name not in BACKBONES:
-        raise DeconfoundError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
-    backbone = BACKBONES[name]()
+    """Build backbone ``name`` and load ``weights`` (a local file) into it if given.
+
+    ``name`` is one of ``BACKBONES``, ``torchvision:<model>`` for any torchvision classification
+    model, or ``timm:<model>`` for any timm model (both without their classifier).
+    """
+    family, _, model = name.partition(":")
+    if family == "timm" and model:
+        backbone = _timm(model)
+    elif family == "torchvision" and model:
+        if model not in torchvision.models.list_models(torchvision.models):
+            raise DeconfoundError(f"backbone '{name}': torchvision has no model '{model}'")
+        backbone = _torchvision(model)()
+    elif name in BACKBONES:
+        backbone = BACKBONES[name]()
+    else:
+        raise DeconfoundError(
+            f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}, "
+            "torchvision:<model> or timm:<model>"
+        )
     if weights is None:
-        log.info("backbone %s: random initialisation (no weights file given)", name)
+        log.debug("backbone %s: random initialisation (no weights file given)", name)
     else:
         load_weights(backbone.trunk, weights)
     return backbone
@@ -97,8 +122,9 @@ def load_weights(trunk: nn.Module, path: str | Path) -> None:
     """Load a local weights file into ``trunk``.
 
     Accepts a plain state dict, a checkpoint holding one under ``state_dict`` or ``model``
-    (as in the Places365 ``.pth.tar`` releases), and keys prefixed with ``module.``; the source
-    model's classifier is dropped. Any other missing or unexpected key is an error.
+    (as in the Places365 ``.pth.tar`` releases), keys prefixed with ``module.``, and deconfound
+    checkpoints of a model with one backbone (such as the ``single_stream`` scene classifier);
+    the source model's classifier is dropped. Any other missing or unexpected key is an error.
     """
     path = Path(path)
     if not path.is_file():
@@ -111,6 +137,8 @@ def load_weights(trunk: nn.Module, path: str | Path) -> None:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("model.base.") for k in state):  # a deconfound checkpoint
+        state = _backbone_of_checkpoint(state, path)
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     try:
         missing, unexpected = trunk.load_state_dict(state, strict=False)
@@ -126,3 +154,16 @@ def load_weights(trunk: nn.Module, path: str | Path) -> None:
             "check the backbone name"
         )
     log.info("loaded backbone weights from %s", path)
+
+
+def _backbone_of_checkpoint(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """The one backbone trunk inside a deconfound checkpoint's state dict."""
+    prefixes = sorted({k[: k.index(".trunk.") + 7] for k in state if ".trunk." in k})
+    if len(prefixes) != 1:
+        raise DeconfoundError(
+            f"{path}: a deconfound checkpoint with {len(prefixes)} backbones "
+            f"({', '.join(p.removesuffix('.trunk.') for p in prefixes) or 'none'}); "
+            "give the checkpoint of a single_stream model (such as the scene classifier)"
+        )
+    (prefix,) = prefixes
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

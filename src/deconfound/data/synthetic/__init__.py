@@ -8,7 +8,12 @@ from deconfound.data.synthetic.generate import (
     plan_split,
     preferred_emotion,
 )
-from deconfound.data.synthetic.reader import INFO, SyntheticReader
+from deconfound.data.synthetic.reader import (
+    INFO,
+    SCENES_INFO,
+    SyntheticReader,
+    SyntheticScenesReader,
+)
 from deconfound.data.synthetic.render import EMOTIONS, SCENES
 
 __all__ = [
@@ -17,8 +22,10 @@ __all__ = [
     "INFO",
     "PERSON_SPLITS",
     "SCENES",
+    "SCENES_INFO",
     "SynthConfig",
     "SyntheticReader",
+    "SyntheticScenesReader",
     "generate",
     "plan_split",
     "preferred_emotion",

@@ -4,7 +4,8 @@ Confounding: every scene type has a preferred emotion. In ``train``, ``val`` and
 scene is drawn uniformly and the emotion is the scene's preferred one with probability ``rho``
 (otherwise uniform over the others), so P(emotion = preferred | scene) = rho. In
 ``test_balanced`` scene and emotion are independent; in ``test_anti`` the preferred emotion never
-occurs. ``scenes`` holds person-free pictures labelled only by scene type.
+occurs. ``scenes`` holds person-free pictures labelled only by scene type, every fifth one in
+its ``val`` part (for pretraining a scene backbone, as Places365 is used for real data).
 
 Every image is drawn from its own random stream, seeded by (seed, split, index): the output is
 identical for a given seed whatever the number of worker processes.
@@ -34,7 +35,7 @@ from deconfound.data.synthetic.render import (
 )
 from deconfound.errors import DataError
 
-FORMAT = "deconfound-synthetic/1"
+FORMAT = "deconfound-synthetic/2"
 PERSON_SPLITS = ("train", "val", "test_iid", "test_balanced", "test_anti")
 CONFOUNDED_SPLITS = ("train", "val", "test_iid")
 ANNOTATION_COLUMNS = (
@@ -51,6 +52,8 @@ ANNOTATION_COLUMNS = (
     "emotion",
     "scene",
 )
+SCENE_COLUMNS = ("image", "split", "scene")
+SCENE_SPLITS = ("train", "val")
 
 
 def default_sizes() -> dict[str, int]:
@@ -151,8 +154,13 @@ def generate(
     meta_path = root / "meta.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta.get("config") == asdict(cfg):
+        if meta.get("config") == asdict(cfg) and meta.get("format") == FORMAT:
             return root
+        if meta.get("format") != FORMAT:
+            raise DataError(
+                f"{root} holds a synthetic set in an older format ({meta.get('format')}); "
+                "delete it to have it drawn again"
+            )
         raise DataError(
             f"{root} holds a synthetic set made with other settings "
             f"({meta.get('config')}); choose another directory or delete it"
@@ -170,7 +178,7 @@ def generate(
         assert box is not None
         row.update(_box_columns("person", box[0]) | _box_columns("face", box[1]))
     _write_csv(tmp / "annotations.csv", ANNOTATION_COLUMNS, rows)
-    _write_csv(tmp / "scenes.csv", ("image", "scene"), scene_rows)
+    _write_csv(tmp / "scenes.csv", SCENE_COLUMNS, scene_rows)
     meta = {
         "format": FORMAT,
         "config": asdict(cfg),
@@ -205,7 +213,8 @@ def _plan_jobs(tmp: Path, cfg: SynthConfig) -> tuple[list, list[dict], list[dict
         for i, s in enumerate(rng.integers(len(SCENES), size=n)):
             rel = f"images/scenes/{i:05d}.png"
             jobs.append(("scenes", i, -1, int(s), tmp / rel, cfg))
-            scene_rows.append({"image": rel, "scene": int(s)})
+            split = "val" if i % 5 == 4 else "train"
+            scene_rows.append({"image": rel, "split": split, "scene": int(s)})
     return jobs, rows, scene_rows
 
 

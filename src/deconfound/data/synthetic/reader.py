@@ -1,4 +1,5 @@
-"""Reader of the synthetic benchmark's ``annotations.csv`` (format in ``generate.py``)."""
+"""Readers of the synthetic benchmark: people in context (``annotations.csv``) and the person-free
+scene pictures (``scenes.csv``); the format is described in ``generate.py``."""
 
 from __future__ import annotations
 
@@ -6,15 +7,53 @@ from pathlib import Path
 
 from deconfound.data.annotations import check_box, image_size, parse_box, parse_int, read_rows
 from deconfound.data.sample import DatasetInfo, Sample
-from deconfound.data.synthetic.generate import ANNOTATION_COLUMNS, PERSON_SPLITS
+from deconfound.data.synthetic.generate import (
+    ANNOTATION_COLUMNS,
+    PERSON_SPLITS,
+    SCENE_COLUMNS,
+    SCENE_SPLITS,
+)
 from deconfound.data.synthetic.render import EMOTIONS, SCENES
 from deconfound.errors import DataError
 
 INFO = DatasetInfo(name="synthetic", classes=EMOTIONS, task="multiclass", splits=PERSON_SPLITS)
+SCENES_INFO = DatasetInfo(
+    name="synthetic_scenes",
+    classes=tuple(s.name for s in SCENES),
+    task="multiclass",
+    splits=SCENE_SPLITS,
+)
+
+
+def _rows(
+    root: Path, csv_name: str, columns: tuple[str, ...], split: str, info: DatasetInfo
+) -> list[tuple[dict[str, str], str]]:
+    """The rows of ``split`` in ``csv_name``, each with its "file: row N" location."""
+    if split not in info.splits:
+        raise DataError(
+            f"unknown split '{split}' for the {info.name} set; "
+            f"choose one of {', '.join(info.splits)}"
+        )
+    csv_path = root / csv_name
+    rows = [
+        (row, f"{csv_path}: row {row_no}")
+        for row_no, row in read_rows(csv_path, columns)
+        if row["split"] == split
+    ]
+    if not rows:
+        raise DataError(f"{csv_path}: no rows for split '{split}'; re-generate the set")
+    return rows
+
+
+def _scene(row: dict[str, str], where: str) -> int:
+    scene = parse_int(row, "scene", where)
+    if not 0 <= scene < len(SCENES):
+        raise DataError(f"{where}: scene id {scene} outside 0..{len(SCENES) - 1}")
+    return scene
 
 
 class SyntheticReader:
-    """Reads the synthetic set under ``root``, validating every row it returns."""
+    """Reads the people of the synthetic set under ``root``, validating every row it returns."""
 
     info = INFO
 
@@ -23,20 +62,8 @@ class SyntheticReader:
 
     def samples(self, split: str) -> list[Sample]:
         """All samples of ``split``; raises :class:`DataError` on the first bad row."""
-        if split not in PERSON_SPLITS:
-            raise DataError(
-                f"unknown split '{split}' for the synthetic set; "
-                f"choose one of {', '.join(PERSON_SPLITS)}"
-            )
-        csv_path = self.root / "annotations.csv"
-        out = []
-        for row_no, row in read_rows(csv_path, ANNOTATION_COLUMNS):
-            if row["split"] != split:
-                continue
-            out.append(self._sample(row, f"{csv_path}: row {row_no}"))
-        if not out:
-            raise DataError(f"{csv_path}: no rows for split '{split}'; re-generate the set")
-        return out
+        rows = _rows(self.root, "annotations.csv", ANNOTATION_COLUMNS, split, self.info)
+        return [self._sample(row, where) for row, where in rows]
 
     def _sample(self, row: dict[str, str], where: str) -> Sample:
         path = self.root / row["image"]
@@ -49,7 +76,25 @@ class SyntheticReader:
             raise DataError(
                 f"{where}: unknown emotion '{emotion}'; expected one of {', '.join(EMOTIONS)}"
             )
-        scene = parse_int(row, "scene", where)
-        if not 0 <= scene < len(SCENES):
-            raise DataError(f"{where}: scene id {scene} outside 0..{len(SCENES) - 1}")
+        scene = _scene(row, where)
         return Sample(path, person, face, (EMOTIONS.index(emotion),), scene, row["split"])
+
+
+class SyntheticScenesReader:
+    """Reads the person-free scene pictures (``scenes.csv``), labelled by scene type: the data a
+    scene backbone is pretrained on."""
+
+    info = SCENES_INFO
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def samples(self, split: str) -> list[Sample]:
+        """All scene pictures of ``split`` (``train`` or ``val``)."""
+        out = []
+        for row, where in _rows(self.root, "scenes.csv", SCENE_COLUMNS, split, self.info):
+            path = self.root / row["image"]
+            image_size(path, where)
+            scene = _scene(row, where)
+            out.append(Sample(path, None, None, (scene,), scene, split))
+        return out

@@ -1,0 +1,202 @@
+"""``deconfound dictionary build``: the confounder dictionary from a data set's training split.
+
+Every training sample's image, with the person masked out (``views.mask_box``), is embedded by a
+scene backbone (its pooled penultimate feature); the embeddings are clustered with K-means; the
+centres are the prototypes z_i and the cluster shares the prior P(z_i). Embeddings are cached in
+chunks beside the dictionary (``<dictionary>.features/``), so an interrupted build resumes and a
+rebuild with another number of clusters skips the extraction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from deconfound.causal.dictionary import ConfounderDictionary
+from deconfound.causal.kmeans import kmeans
+from deconfound.config import Config, DictionaryConfig
+from deconfound.data.datamodule import ViewDataset, open_reader
+from deconfound.data.sample import DatasetInfo, Sample
+from deconfound.errors import ConfigError
+from deconfound.io import atomic_write, atomic_write_text
+from deconfound.models.backbones import Backbone, create_backbone
+
+log = logging.getLogger(__name__)
+
+CHUNK = 2048  # samples per cached feature file
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The dictionary, where it was saved, and each training sample's cluster.
+
+    ``labels`` is the (N_train, C) multi-hot matrix of the samples' classes, ``contexts`` the
+    hidden context ids where the data set knows them, ``ari`` their adjusted Rand index against
+    the clusters (None without them).
+    """
+
+    dictionary: ConfounderDictionary
+    path: Path
+    assignments: np.ndarray
+    labels: np.ndarray
+    contexts: np.ndarray | None
+    ari: float | None
+
+    @property
+    def cluster_counts(self) -> np.ndarray:
+        """(clusters, classes): how many training samples of each class fall in each cluster."""
+        counts = np.zeros((self.dictionary.size, self.labels.shape[1]), dtype=np.int64)
+        np.add.at(counts, self.assignments, self.labels)
+        return counts
+
+
+def build_dictionary(cfg: Config, *, progress: bool = True) -> BuildResult:
+    """Build ``cfg.model.dictionary`` from ``cfg.data``'s training split as ``cfg.dictionary``
+    says (backbone, weights, masking, number of clusters, ...)."""
+    if not cfg.model.dictionary:
+        raise ConfigError("set model.dictionary=PATH, where the dictionary is to be written")
+    d = cfg.dictionary
+    path = Path(cfg.model.dictionary)
+    reader = open_reader(cfg.data)
+    samples = reader.samples(cfg.data.train_split)
+    with torch.random.fork_rng(devices=[]):  # without weights, the same random ones each time
+        torch.manual_seed(d.seed)
+        backbone = create_backbone(d.backbone, weights=d.weights)
+    meta: dict[str, Any] = {
+        "backbone": d.backbone,
+        "weights": str(d.weights) if d.weights else None,
+        "weights_sha256": file_sha256(d.weights) if d.weights else None,
+        "mask_fill": d.mask_fill,
+        "image_size": d.image_size,
+        "dataset": cfg.data.dataset,
+        "split": cfg.data.train_split,
+        "num_samples": len(samples),
+        "dataset_fingerprint": fingerprint(samples, cfg.data.root),
+    }
+    cache = Path(f"{path}.features")
+    features = extract_features(
+        samples, reader.info, backbone, d, cache, meta, cfg.data.num_workers, progress
+    )
+    log.info("K-means (%s) of %d x %d into %d", d.kmeans, *features.shape, d.num_clusters)
+    result = kmeans(features, d.num_clusters, backend=d.kmeans, iters=d.iters, seed=d.seed)
+    counts = np.bincount(result.labels, minlength=d.num_clusters)
+    contexts = _contexts(samples)
+    ari = None
+    if contexts is not None:
+        from sklearn.metrics import adjusted_rand_score
+
+        ari = float(adjusted_rand_score(contexts, result.labels))
+    meta |= {
+        "num_clusters": d.num_clusters,
+        "kmeans": d.kmeans,
+        "kmeans_iters": d.iters,
+        "seed": d.seed,
+        "inertia": result.inertia,
+        "empty_clusters": int((counts == 0).sum()),
+        "ari_vs_context": ari,
+    }
+    dictionary = ConfounderDictionary(
+        torch.from_numpy(result.centres),
+        torch.from_numpy(counts / counts.sum()).float(),
+        meta,
+    )
+    dictionary.save(path)
+    labels = np.zeros((len(samples), reader.info.num_classes), dtype=np.int64)
+    for i, s in enumerate(samples):
+        labels[i, list(s.labels)] = 1
+    return BuildResult(dictionary, path, result.labels, labels, contexts, ari)
+
+
+def extract_features(
+    samples: list[Sample],
+    info: DatasetInfo,
+    backbone: Backbone,
+    d: DictionaryConfig,
+    cache: Path,
+    key: dict[str, Any],
+    num_workers: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
+    """Embeddings (N, D) of the person-masked images, computed in chunks of ``CHUNK`` samples
+    cached under ``cache``; chunks made with the same ``key`` (backbone, weights, masking, data)
+    are reused, a cache made otherwise is discarded."""
+    manifest = cache / "manifest.json"
+    key = {k: key[k] for k in sorted(key)} | {"view_size": d.image_size}
+    if manifest.is_file() and json.loads(manifest.read_text()) != key:
+        log.info("feature cache %s was made with other settings; starting it again", cache)
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(manifest, json.dumps(key, indent=2))
+    chunks = [(start, min(start + CHUNK, len(samples))) for start in range(0, len(samples), CHUNK)]
+    todo = [c for c in chunks if not _chunk_path(cache, c[0]).is_file()]
+    if len(todo) < len(chunks):
+        log.info("reusing %d of %d cached feature chunks", len(chunks) - len(todo), len(chunks))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backbone = backbone.to(device).eval()
+    dataset = ViewDataset(samples, info, {"context": d.image_size}, d.mask_fill)  # type: ignore[arg-type]
+    bar = tqdm(
+        total=sum(b - a for a, b in todo), desc="embedding", unit="img", disable=not progress
+    )
+    with torch.inference_mode():
+        for start, stop in todo:
+            loader = DataLoader(
+                Subset(dataset, range(start, stop)),
+                batch_size=d.batch_size,
+                num_workers=num_workers,
+            )
+            parts = []
+            for views, _ in loader:
+                parts.append(backbone(views["context"].to(device)).float().cpu().numpy())
+                bar.update(len(parts[-1]))
+            chunk = np.concatenate(parts)
+            atomic_write(_chunk_path(cache, start), lambda tmp, c=chunk: _save_npy(tmp, c))
+    bar.close()
+    return np.concatenate([np.load(_chunk_path(cache, start)) for start, _ in chunks])
+
+
+def _chunk_path(cache: Path, start: int) -> Path:
+    return cache / f"features-{start:08d}.npy"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:
+        np.save(f, array)
+
+
+def _contexts(samples: list[Sample]) -> np.ndarray | None:
+    if any(s.context is None for s in samples):
+        return None
+    return np.array([s.context for s in samples], dtype=np.int64)
+
+
+def fingerprint(samples: list[Sample], root: str | os.PathLike[str]) -> str:
+    """A hash of the samples' image paths (relative to ``root``), boxes and labels."""
+    h = hashlib.sha256()
+    for s in samples:
+        record = (
+            os.path.relpath(s.image, root),
+            s.person.as_tuple() if s.person else None,
+            s.labels,
+        )
+        h.update(json.dumps(record).encode())
+    return h.hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

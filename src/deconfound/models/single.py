@@ -1,0 +1,37 @@
+"""One backbone on one view: the scene classifier that pretrains a dictionary's scene encoder,
+a context-only probe (view ``context``), or a plain image baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deconfound.data.views import VIEWS
+from deconfound.errors import ConfigError
+from deconfound.models.backbones import create_backbone
+
+
+class SingleStream(nn.Module):
+    """``forward_features(views) = backbone(views[view])``.
+
+    Args:
+        view: the view it sees (``whole``, ``context``, ``body`` or ``face``).
+        backbone: see ``BACKBONES``.
+        weights: local weights file for the backbone.
+    """
+
+    def __init__(
+        self, *, view: str = "whole", backbone: str = "resnet18", weights: str | Path | None = None
+    ) -> None:
+        super().__init__()
+        if view not in VIEWS:
+            raise ConfigError(f"unknown view '{view}'; choose one of {', '.join(VIEWS)}")
+        self.view = view
+        self.views = (view,)
+        self.backbone = create_backbone(backbone, weights=weights)
+        self.num_features = self.backbone.num_features
+
+    def forward_features(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.backbone(views[self.view])  # (B, num_features)
