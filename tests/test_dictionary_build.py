@@ -101,6 +101,23 @@ def test_an_interrupted_build_resumes_from_its_cached_chunks(
     assert sum(embedded) == 420
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("dictionary.kmeans=fast", "unknown dictionary.kmeans 'fast'"),
+        ("dictionary.mask_fill=noise", "unknown dictionary.mask_fill 'noise'"),
+        ("dictionary.num_clusters=500", "num_clusters=500 exceeds the 420 training samples"),
+        ("dictionary.weights=missing.pth", "weights file missing.pth not found"),
+    ],
+)
+def test_bad_build_settings_stop_before_any_embedding(
+    override: str, message: str, tiny_root: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(DeconfoundError, match=message):
+        build_dictionary(_cfg(tiny_root, tmp_path, override), progress=False)
+    assert not (tmp_path / "dict.safetensors.features").exists()
+
+
 def test_scene_classifier_checkpoint_is_a_backbone_weights_file(tiny_root: Path, tmp_path: Path):
     cfg = load_config(
         "scenes_synthetic",

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from deconfound.causal.dictionary import ConfounderDictionary
-from deconfound.causal.kmeans import kmeans
+from deconfound.causal.kmeans import KMEANS_BACKENDS, kmeans
 from deconfound.config import Config, DictionaryConfig
 from deconfound.data.datamodule import ViewDataset, open_reader
 from deconfound.data.sample import DatasetInfo, Sample
@@ -67,9 +67,15 @@ def build_dictionary(cfg: Config, *, progress: bool = True) -> BuildResult:
     if not cfg.model.dictionary:
         raise ConfigError("set model.dictionary=PATH, where the dictionary is to be written")
     d = cfg.dictionary
+    _check(d)
     path = Path(cfg.model.dictionary)
     reader = open_reader(cfg.data)
     samples = reader.samples(cfg.data.train_split)
+    if d.num_clusters > len(samples):
+        raise ConfigError(
+            f"dictionary.num_clusters={d.num_clusters} exceeds the {len(samples)} training "
+            "samples; lower it"
+        )
     with torch.random.fork_rng(devices=[]):  # without weights, the same random ones each time
         torch.manual_seed(d.seed)
         backbone = create_backbone(d.backbone, weights=d.weights)
@@ -85,8 +91,9 @@ def build_dictionary(cfg: Config, *, progress: bool = True) -> BuildResult:
         "dataset_fingerprint": fingerprint(samples, cfg.data.root),
     }
     cache = Path(f"{path}.features")
+    key = {k: v for k, v in meta.items() if k != "weights"}  # the file's hash, not its path
     features = extract_features(
-        samples, reader.info, backbone, d, cache, meta, cfg.data.num_workers, progress
+        samples, reader.info, backbone, d, cache, key, cfg.data.num_workers, progress
     )
     log.info("K-means (%s) of %d x %d into %d", d.kmeans, *features.shape, d.num_clusters)
     result = kmeans(features, d.num_clusters, backend=d.kmeans, iters=d.iters, seed=d.seed)
@@ -163,6 +170,23 @@ def extract_features(
             atomic_write(_chunk_path(cache, start), lambda tmp, c=chunk: _save_npy(tmp, c))
     bar.close()
     return np.concatenate([np.load(_chunk_path(cache, start)) for start, _ in chunks])
+
+
+def _check(d: DictionaryConfig) -> None:
+    """Refuse settings that would only fail after the embedding."""
+    if d.kmeans not in KMEANS_BACKENDS:
+        raise ConfigError(
+            f"unknown dictionary.kmeans '{d.kmeans}'; choose one of {', '.join(KMEANS_BACKENDS)}"
+        )
+    if d.mask_fill not in ("zeros", "mean", "blur"):
+        raise ConfigError(
+            f"unknown dictionary.mask_fill '{d.mask_fill}'; choose zeros, mean or blur"
+        )
+    if d.num_clusters < 1 or d.iters < 1 or d.image_size < 8 or d.batch_size < 1:
+        raise ConfigError(
+            "dictionary.num_clusters, iters and batch_size must be positive and image_size "
+            "at least 8"
+        )
 
 
 def _chunk_path(cache: Path, start: int) -> Path:
