@@ -92,8 +92,17 @@ def build_dictionary(cfg: Config, *, progress: bool = True) -> BuildResult:
     }
     cache = Path(f"{path}.features")
     key = {k: v for k, v in meta.items() if k != "weights"}  # the file's hash, not its path
+    gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     features = extract_features(
-        samples, reader.info, backbone, d, cache, key, cfg.data.num_workers, progress
+        samples,
+        reader.info,
+        backbone,
+        d,
+        cache,
+        key,
+        cfg.data.num_workers,
+        progress,
+        device="cuda" if gpu else "cpu",
     )
     log.info("K-means (%s) of %d x %d into %d", d.kmeans, *features.shape, d.num_clusters)
     result = kmeans(features, d.num_clusters, backend=d.kmeans, iters=d.iters, seed=d.seed)
@@ -134,6 +143,7 @@ def extract_features(
     key: dict[str, Any],
     num_workers: int = 0,
     progress: bool = True,
+    device: str = "cpu",
 ) -> np.ndarray:
     """Embeddings (N, D) of the person-masked images, computed in chunks of ``CHUNK`` samples
     cached under ``cache``; chunks made with the same ``key`` (backbone, weights, masking, data)
@@ -149,11 +159,13 @@ def extract_features(
     todo = [c for c in chunks if not _chunk_path(cache, c[0]).is_file()]
     if len(todo) < len(chunks):
         log.info("reusing %d of %d cached feature chunks", len(chunks) - len(todo), len(chunks))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = backbone.to(device).eval()
     dataset = ViewDataset(samples, info, {"context": d.image_size}, d.mask_fill)  # type: ignore[arg-type]
     bar = tqdm(
-        total=sum(b - a for a, b in todo), desc="embedding", unit="img", disable=not progress
+        total=sum(b - a for a, b in todo),
+        desc="embedding",
+        unit="img",
+        disable=not progress or not todo,
     )
     with torch.inference_mode():
         for start, stop in todo:

@@ -46,7 +46,14 @@ def kmeans(
         rng = np.random.default_rng(seed)
         sub = x[rng.choice(len(x), min(len(x), SEED_POINTS_PER_CENTRE * k), replace=False)]
         init, _ = kmeans_plusplus(sub, k, random_state=seed)
-        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, max_points_per_centroid=1 << 30)
+        km = faiss.Kmeans(
+            x.shape[1],
+            k,
+            niter=iters,
+            seed=seed,
+            max_points_per_centroid=1 << 30,
+            min_points_per_centroid=1,  # small sets are fine; no warning about them
+        )
         km.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
         distances, labels = km.index.search(x, 1)
         return KMeansResult(
