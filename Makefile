@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_loading.py
 	$(BIN)/python benchmarks/kmeans.py
 	$(BIN)/python benchmarks/ccim_overhead.py
+	$(BIN)/python benchmarks/dictionary_extraction.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
