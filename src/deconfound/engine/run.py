@@ -91,7 +91,7 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     save_config(cfg, run_dir / "config.yaml")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     module = EmotionModule(cfg.to_dict())
-    data = data or EmotionDataModule(cfg.data, module.model.views)
+    data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
     monitor = f"val/{module.info.metric}"
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -163,7 +163,7 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Metrics of ``module`` on each of ``splits`` of its configured data set (or of ``data``)."""
     cfg = module.cfg
-    data = data or EmotionDataModule(cfg.data, module.model.views)
+    data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
     trainer = make_trainer(cfg)
     results: dict[str, dict[str, float]] = {}
     for split in splits:
