@@ -88,8 +88,7 @@ def run_demo(
 
     dictionary = None
     if any(m != "none" for m in methods):
-        dictionary = _build_dictionary(cfg, out, scene_overrides)
-        cfg.model.dictionary = str(dictionary["path"])
+        dictionary = _build_dictionary(cfg, out, scene_overrides)  # sets cfg.model.dictionary
 
     data = EmotionDataModule(cfg.data, _views(cfg))  # views decoded once for every run
     per_seed: dict[str, dict[int, SplitMetrics]] = {m: {} for m in methods}
@@ -137,7 +136,8 @@ def _views(cfg: Config) -> tuple[str, ...]:
 
 
 def _build_dictionary(cfg: Config, out: Path, scene_overrides: list[str]) -> dict[str, Any]:
-    """Pretrain the scene backbone, then build the dictionary with it; returns its summary."""
+    """Pretrain the scene backbone, then build the dictionary with it into
+    ``<out>/dictionary.safetensors`` (set as ``cfg.model.dictionary``); returns its summary."""
     scene = load_config(SCENE_CONFIG, scene_overrides)
     scene.data.root = cfg.data.root
     scene.data.synthetic = cfg.data.synthetic  # the same set, if it is still to be drawn

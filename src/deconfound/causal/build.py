@@ -28,6 +28,7 @@ from deconfound.causal.kmeans import KMEANS_BACKENDS, kmeans
 from deconfound.config import Config, DictionaryConfig
 from deconfound.data.datamodule import ViewDataset, open_reader
 from deconfound.data.sample import DatasetInfo, Sample
+from deconfound.data.views import FILLS
 from deconfound.errors import ConfigError
 from deconfound.io import atomic_write, atomic_write_text
 from deconfound.models.backbones import Backbone, create_backbone
@@ -190,9 +191,9 @@ def _check(d: DictionaryConfig) -> None:
         raise ConfigError(
             f"unknown dictionary.kmeans '{d.kmeans}'; choose one of {', '.join(KMEANS_BACKENDS)}"
         )
-    if d.mask_fill not in ("zeros", "mean", "blur"):
+    if d.mask_fill not in FILLS:
         raise ConfigError(
-            f"unknown dictionary.mask_fill '{d.mask_fill}'; choose zeros, mean or blur"
+            f"unknown dictionary.mask_fill '{d.mask_fill}'; choose {', '.join(FILLS)}"
         )
     if d.num_clusters < 1 or d.iters < 1 or d.image_size < 8 or d.batch_size < 1:
         raise ConfigError(

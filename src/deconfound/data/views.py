@@ -7,6 +7,7 @@ dictionary builder share.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -18,6 +19,7 @@ from deconfound.data.sample import Box, Sample
 from deconfound.errors import DataError
 
 Fill = Literal["zeros", "mean", "blur"]
+FILLS: tuple[str, ...] = typing.get_args(Fill)
 ViewName = Literal["body", "face", "context", "whole"]
 
 
@@ -35,7 +37,7 @@ def mask_box(image: Image.Image, box: Box, fill: Fill = "zeros") -> Image.Image:
         blurred = image.filter(ImageFilter.GaussianBlur(max(box.width, box.height) / 2))
         out.paste(blurred.crop(region), region)  # the surroundings bleed in, the person fades
     else:
-        raise DataError(f"unknown mask fill '{fill}'; choose zeros, mean or blur")
+        raise DataError(f"unknown mask fill '{fill}'; choose {', '.join(FILLS)}")
     return out
 
 
