@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/kmeans.py
 	$(BIN)/python benchmarks/ccim_overhead.py
 	$(BIN)/python benchmarks/dictionary_extraction.py
+	$(BIN)/python benchmarks/emotic_reading.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -55,3 +55,19 @@ def run_overrides(root: Path, out: Path, epochs: int = 2) -> list[str]:
         f"out_dir={out}",
         "name=tiny",
     ]
+
+
+def one_epoch_overrides(root: Path, out: Path, views: str, batch: int = 4) -> list[str]:
+    """Overrides that train a bundled real-data config for one epoch on a tiny copy, with
+    ``views`` (a YAML mapping of view sizes) and a small CPU backbone."""
+    return [
+        f"data.root={root}",
+        f"data.view_sizes={views}",
+        f"data.batch_size={batch}",
+        "data.num_workers=0",
+        "model.args.backbone=small_cnn",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "trainer.progress_bar=false",
+        f"out_dir={out}",
+    ]

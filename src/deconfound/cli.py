@@ -1,4 +1,4 @@
-"""The ``deconfound`` command: synth, train, evaluate, dictionary build, demo.
+"""The ``deconfound`` command: synth, train, evaluate, dictionary build, data check, demo.
 
 Options of a run live in YAML configs; any of them can be overridden as ``section.key=value``.
 Errors in the user's input print one line and exit with status 2.
@@ -81,6 +81,30 @@ def _dictionary_build(args: argparse.Namespace) -> None:
     )
 
 
+def _data_check(args: argparse.Namespace) -> int:
+    from deconfound.config import apply_override
+    from deconfound.data.check import check_dataset
+
+    reader_args: dict = {}
+    for item in args.reader_args:
+        apply_override(reader_args, item)
+    report = check_dataset(
+        args.dataset, args.path, args.split, reader_args, decode=not args.no_decode
+    )
+    print(f"{report.info.name} at {report.root}")
+    if report.samples:
+        print(report.table())
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.ok:
+        print("no problems found")
+        return 0
+    print(f"{len(report.problems)} problem(s):", file=sys.stderr)
+    for problem in report.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
 def _demo(args: argparse.Namespace) -> None:
     from deconfound.demo import METHODS, run_demo
 
@@ -106,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "metavar": "KEY=VALUE",
         "help": "config overrides, e.g. trainer.max_epochs=3 data.batch_size=32",
     }
+    skip_bad = "leave out (and count) bad samples instead of stopping (data.skip_bad=true)"
 
     s = sub.add_parser("synth", help="write the synthetic confounded benchmark to disk")
     s.add_argument("--out", required=True, help="output directory")
@@ -125,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("--config", required=True, help="YAML path or bundled config name")
+    t.add_argument("--skip-bad", action="store_true", help=skip_bad)
     t.add_argument("overrides", **overrides)
     t.set_defaults(func=_train)
 
@@ -136,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="split to evaluate (repeatable); default: the config's test splits",
     )
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--skip-bad", action="store_true", help=skip_bad)
     e.add_argument("overrides", **overrides)
     e.set_defaults(func=_evaluate)
 
@@ -149,8 +176,32 @@ def build_parser() -> argparse.ArgumentParser:
         "section says; embeddings are cached beside it, so an interrupted build resumes.",
     )
     b.add_argument("--config", required=True, help="YAML path or bundled config name")
+    b.add_argument("--skip-bad", action="store_true", help=skip_bad)
     b.add_argument("overrides", **overrides)
     b.set_defaults(func=_dictionary_build)
+
+    data = sub.add_parser("data", help="inspect data sets on disk")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    c = data_sub.add_parser(
+        "check",
+        help="validate a copy of a data set: files, images, boxes, labels, counts per split",
+        description="Read every split of the data set at PATH, decode every image and check "
+        "every box and label; print the samples and class frequencies per split and every "
+        "problem found. Exits with status 1 when there are problems.",
+    )
+    c.add_argument("path", help="the data set's root folder")
+    c.add_argument("--dataset", required=True, help="reader name: " + ", ".join(_readers()))
+    c.add_argument("--split", action="append", help="split to check (repeatable); default: all")
+    c.add_argument("--no-decode", action="store_true", help="check headers only (faster)")
+    c.add_argument(
+        "--arg",
+        dest="reader_args",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a reader option, as data.args takes it (repeatable), e.g. --arg faces=boxes.csv",
+    )
+    c.set_defaults(func=_data_check)
 
     d = sub.add_parser(
         "demo",
@@ -176,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _readers() -> list[str]:
+    from deconfound.data import READERS
+
+    return list(READERS)
+
+
 def _quiet_lightning() -> None:
     import lightning  # noqa: F401 - it sets its loggers' levels on import; ours come after
 
@@ -192,15 +249,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     _quiet_lightning()
+    if getattr(args, "skip_bad", False):
+        args.overrides.append("data.skip_bad=true")
     try:
-        args.func(args)
+        status = args.func(args)
     except DeconfoundError as e:
         print(f"deconfound: error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
         print(f"deconfound: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

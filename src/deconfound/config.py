@@ -8,6 +8,7 @@ which is their schema.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -26,12 +27,17 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class DataConfig:
     """Which data, which splits, and how batches are made.
 
-    ``view_sizes`` gives the side of each view a model may ask for; ``synthetic`` holds the
-    generator settings used when ``dataset`` is ``synthetic`` and ``root`` does not exist yet.
+    ``args`` are the reader's own options (its constructor's keyword arguments, e.g. CAER-S's
+    ``val_fraction``); ``skip_bad`` skips (and counts) bad samples instead of stopping at the
+    first. ``view_sizes`` gives the side of each view a model may ask for; ``synthetic`` holds
+    the generator settings used when ``dataset`` is ``synthetic`` and ``root`` does not exist
+    yet.
     """
 
     dataset: str = "synthetic"
     root: str = "data/synthetic"
+    args: dict[str, Any] = field(default_factory=dict)
+    skip_bad: bool = False
     train_split: str = "train"
     val_split: str = "val"
     test_splits: list[str] = field(
@@ -223,3 +229,14 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
 def save_config(config: Config, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
     atomic_write_text(path, config.to_yaml())
+
+
+def construct(factory: Any, args: dict[str, Any], what: str) -> Any:
+    """``factory(**args)`` after checking ``args`` against its signature: a constructor is the
+    schema of its config arguments (``model.args``, ``data.args``)."""
+    params = inspect.signature(factory).parameters
+    unknown = sorted(set(args) - set(params))
+    if unknown:
+        known = ", ".join(p for p in params if p not in ("self", "args", "kwargs"))
+        raise ConfigError(f"{what}: unknown argument '{unknown[0]}'; known: {known}")
+    return factory(**args)

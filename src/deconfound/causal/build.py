@@ -27,7 +27,7 @@ from deconfound.causal.dictionary import ConfounderDictionary
 from deconfound.causal.kmeans import KMEANS_BACKENDS, kmeans
 from deconfound.config import Config, DictionaryConfig
 from deconfound.data.datamodule import ViewDataset, open_reader
-from deconfound.data.sample import DatasetInfo, Sample
+from deconfound.data.sample import DatasetInfo, Sample, image_name
 from deconfound.data.views import FILLS
 from deconfound.errors import ConfigError
 from deconfound.io import atomic_write, atomic_write_text
@@ -218,12 +218,12 @@ def _contexts(samples: list[Sample]) -> np.ndarray | None:
 
 
 def fingerprint(samples: list[Sample], root: str | os.PathLike[str]) -> str:
-    """A hash of the samples' image paths (relative to ``root``), boxes and labels."""
+    """A hash of the samples' images (relative to ``root``), masked boxes and labels."""
     h = hashlib.sha256()
     for s in samples:
         record = (
-            os.path.relpath(s.image, root),
-            s.person.as_tuple() if s.person else None,
+            image_name(s.image, root),
+            s.hidden.as_tuple() if s.hidden else None,
             s.labels,
         )
         h.update(json.dumps(record).encode())

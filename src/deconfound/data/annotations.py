@@ -3,13 +3,57 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
-from deconfound.data.sample import Box
+from deconfound.data.sample import Box, Sample
 from deconfound.errors import DataError
+
+log = logging.getLogger(__name__)
+Row = TypeVar("Row")
+
+
+class Problems:
+    """Where a reader sends a bad sample: raised at once (the default), or, with ``skip=True``
+    (``data.skip_bad``, ``deconfound data check``), recorded and the sample left out."""
+
+    def __init__(self, skip: bool = False) -> None:
+        self.skip = skip
+        self.messages: list[str] = []
+
+    def report(self, error: DataError) -> None:
+        """Raise ``error``, or record it when skipping."""
+        if not self.skip:
+            raise error
+        self.messages.append(str(error))
+
+    def parse_all(
+        self,
+        rows: Iterable[tuple[Row, str]],
+        parse: Callable[[Row, str], Sample | None],
+        split: str,
+    ) -> list[Sample]:
+        """``parse(row, where)`` for every row, each bad one reported; ``parse`` returns None
+        for a row the data set's own rules leave out. Logs how many bad rows were skipped."""
+        samples, before = [], len(self.messages)
+        for row, where in rows:
+            try:
+                sample = parse(row, where)
+            except DataError as e:
+                self.report(e)
+                continue
+            if sample is not None:
+                samples.append(sample)
+        if len(self.messages) > before:
+            log.warning(
+                "%s: skipped %d bad sample(s) (first: %s)",
+                split, len(self.messages) - before, self.messages[before],
+            )  # fmt: skip
+        return samples
 
 
 def read_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -37,9 +81,9 @@ def parse_int(row: dict[str, str], column: str, where: str) -> int:
 
 
 def parse_box(row: dict[str, str], prefix: str, where: str) -> Box:
-    """The box in columns ``{prefix}_x1 … {prefix}_y2``."""
-    x1, y1, x2, y2 = (parse_int(row, f"{prefix}_{c}", where) for c in ("x1", "y1", "x2", "y2"))
-    return Box(x1, y1, x2, y2)
+    """The box in columns ``{prefix}_x1 … {prefix}_y2`` (``x1 … y2`` when ``prefix`` is empty)."""
+    names = [f"{prefix}_{c}" if prefix else c for c in ("x1", "y1", "x2", "y2")]
+    return Box(*(parse_int(row, name, where) for name in names))
 
 
 def image_size(path: Path, where: str) -> tuple[int, int]:

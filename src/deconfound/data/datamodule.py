@@ -12,7 +12,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from deconfound.config import DataConfig
+from deconfound.config import DataConfig, construct
+from deconfound.data.annotations import Problems
+from deconfound.data.caer import CaerSReader
+from deconfound.data.emotic import EmoticReader
+from deconfound.data.groupwalk import GroupWalkReader
 from deconfound.data.sample import DatasetInfo, Sample
 from deconfound.data.synthetic import SynthConfig, SyntheticReader, SyntheticScenesReader, generate
 from deconfound.data.views import Fill, make_views
@@ -22,9 +26,11 @@ Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 
 
 class Reader(Protocol):
-    """A data set reader: its facts, and validated samples per split."""
+    """A data set reader: its facts, validated samples per split, and the bad samples it left
+    out (with ``skip_bad``)."""
 
     info: DatasetInfo
+    problems: Problems
 
     def samples(self, split: str) -> list[Sample]: ...
 
@@ -32,6 +38,9 @@ class Reader(Protocol):
 READERS: dict[str, type] = {
     "synthetic": SyntheticReader,
     "synthetic_scenes": SyntheticScenesReader,
+    "emotic": EmoticReader,
+    "caer_s": CaerSReader,
+    "groupwalk": GroupWalkReader,
 }
 """Every data set reader by config name."""
 
@@ -44,7 +53,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def open_reader(cfg: DataConfig) -> Reader:
-    """The reader for ``cfg``.
+    """The reader for ``cfg``, made with ``cfg.root``, ``cfg.skip_bad`` and ``cfg.args``.
 
     A synthetic set is generated first when ``root`` holds none, or when ``cfg.synthetic`` names
     settings (an existing set made with other settings is then an error, not overwritten).
@@ -53,7 +62,8 @@ def open_reader(cfg: DataConfig) -> Reader:
     synthetic = cfg.dataset.startswith("synthetic")
     if synthetic and (cfg.synthetic or not Path(cfg.root, "meta.json").exists()):
         generate(cfg.root, SynthConfig(**cfg.synthetic))
-    return READERS[cfg.dataset](cfg.root)
+    args = {"root": cfg.root, "skip_bad": cfg.skip_bad, **cfg.args}
+    return construct(READERS[cfg.dataset], args, f"data.args of the {cfg.dataset} reader")
 
 
 def target(sample: Sample, info: DatasetInfo) -> torch.Tensor:

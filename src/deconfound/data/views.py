@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from deconfound.data.sample import Box, Sample
+from deconfound.data.sample import ArrayImage, Box, ImageRef, Sample
 from deconfound.errors import DataError
 
 Fill = Literal["zeros", "mean", "blur"]
@@ -41,15 +43,13 @@ def mask_box(image: Image.Image, box: Box, fill: Fill = "zeros") -> Image.Image:
     return out
 
 
-def _person(sample: Sample, view: str) -> Box:
-    if sample.person is None:
-        raise DataError(f"{sample.image}: no person box, but the model needs the {view} view")
-    return sample.person
-
-
 def body(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
-    """The person's body box, resized to ``size``×``size``."""
-    return image.crop(_person(sample, "body").as_tuple()).resize((size, size), Image.BILINEAR)
+    """The person's body box (or the sample's ready-made body crop), resized to ``size``²."""
+    if sample.body_image is not None:
+        return load_image(sample.body_image).resize((size, size), Image.BILINEAR)
+    if sample.person is None:
+        raise DataError(f"{sample.image}: no person box, but the model needs the body view")
+    return image.crop(sample.person.as_tuple()).resize((size, size), Image.BILINEAR)
 
 
 def face(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
@@ -60,8 +60,11 @@ def face(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") ->
 
 
 def context(image: Image.Image, sample: Sample, size: int, fill: Fill = "zeros") -> Image.Image:
-    """The whole image with the person masked out, resized."""
-    masked = mask_box(image, _person(sample, "context"), fill)
+    """The whole image with the person (or, where only the face is known, the face) masked out,
+    resized."""
+    if sample.hidden is None:
+        raise DataError(f"{sample.image}: no person or face box to mask for the context view")
+    masked = mask_box(image, sample.hidden, fill)
     return masked.resize((size, size), Image.BILINEAR)
 
 
@@ -78,15 +81,31 @@ VIEWS: dict[str, Callable[[Image.Image, Sample, int, Fill], Image.Image]] = {
 }
 
 
-def load_image(sample: Sample) -> Image.Image:
-    """Decode the sample's image as RGB; a corrupt or missing file is a one-line DataError."""
+def load_image(image: ImageRef) -> Image.Image:
+    """Decode ``image`` as RGB; a corrupt or missing file is a one-line DataError."""
+    if isinstance(image, ArrayImage):
+        return Image.fromarray(np.asarray(open_array(image.path)[image.index]))
     try:
-        with Image.open(sample.image) as im:
+        with Image.open(image) as im:
             return im.convert("RGB")
     except (OSError, ValueError) as e:
         raise DataError(
-            f"{sample.image}: cannot decode image ({e}); restore the file or remove its annotation"
+            f"{image}: cannot decode image ({e}); restore the file or remove its annotation"
         ) from None
+
+
+@lru_cache(maxsize=16)
+def open_array(path: Path) -> np.ndarray:
+    """The N×H×W×3 uint8 picture array in ``path``, memory-mapped (opened once per process)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read the array file ({e}); restore it") from None
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise DataError(
+            f"{path}: expected N×H×W×3 uint8 pictures, found {array.dtype} {array.shape}"
+        )
+    return array
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -101,5 +120,5 @@ def make_views(
     unknown = set(sizes) - set(VIEWS)
     if unknown:
         raise DataError(f"unknown view(s) {sorted(unknown)}; choose from {', '.join(VIEWS)}")
-    image = load_image(sample)
+    image = load_image(sample.image)
     return {name: to_tensor(VIEWS[name](image, sample, size, fill)) for name, size in sizes.items()}

@@ -8,10 +8,10 @@ from typing import Any
 from torch import nn
 
 from deconfound.causal import CCIM, ConfounderDictionary
-from deconfound.config import ModelConfig
+from deconfound.config import ModelConfig, construct
 from deconfound.errors import ConfigError
 from deconfound.models.backbones import BACKBONES, create_backbone
-from deconfound.models.classifier import EmotionClassifier, build
+from deconfound.models.classifier import EmotionClassifier
 from deconfound.models.emotnet import EmotNet
 from deconfound.models.single import SingleStream
 
@@ -47,7 +47,7 @@ def create_model(
             f"unknown intervention '{cfg.intervention}'; choose one of {', '.join(INTERVENTIONS)}"
         )
     args = {k: v for k, v in cfg.args.items() if load_weights or not k.endswith("weights")}
-    base = build(BASE_MODELS[cfg.name], args, f"model '{cfg.name}'")
+    base = construct(BASE_MODELS[cfg.name], args, f"model '{cfg.name}'")
     factory = INTERVENTIONS[cfg.intervention]
     if factory is None:
         return EmotionClassifier(base, num_classes)
@@ -58,7 +58,7 @@ def create_model(
                 "(a confounder dictionary)"
             )
         dictionary = ConfounderDictionary.load(cfg.dictionary)
-    intervention = build(
+    intervention = construct(
         partial(factory, base.num_features, dictionary),
         cfg.intervention_args,
         f"intervention '{cfg.intervention}'",

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
-
-from deconfound.errors import ConfigError
 
 
 class BaseModel(Protocol):
@@ -41,13 +38,3 @@ class EmotionClassifier(nn.Module):
         if self.intervention is not None:
             h = self.intervention(h)
         return self.head(h)  # (B, num_classes)
-
-
-def build(factory: type | Any, args: dict[str, Any], what: str) -> Any:
-    """Call ``factory(**args)`` after checking ``args`` against its signature."""
-    params = inspect.signature(factory).parameters
-    unknown = sorted(set(args) - set(params))
-    if unknown:
-        known = ", ".join(p for p in params if p not in ("self", "args", "kwargs"))
-        raise ConfigError(f"{what}: unknown argument '{unknown[0]}'; known: {known}")
-    return factory(**args)

@@ -2,7 +2,8 @@
 
 Two streams: a body stream on the person's crop and a context stream on the whole image
 (person included, as in the paper); their pooled features are concatenated and fused by a
-fully-connected layer into the joint feature ``h`` that a head (or an intervention) takes.
+fully-connected layer into the joint feature ``h`` that a head (or an intervention) takes. The
+streams' views can be changed (e.g. face + masked context on CAER-S, which has no body boxes).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deconfound.data.views import VIEWS
+from deconfound.errors import ConfigError
 from deconfound.models.backbones import create_backbone
 
 
@@ -25,9 +28,9 @@ class EmotNet(nn.Module):
         context_weights: local weights file for the context stream (Places365 in the paper).
         fusion_dim: width of the fused feature (256 in the common PyTorch baseline).
         dropout: dropout after fusion.
+        person_view: the view of the person stream (``body``, or ``face``).
+        context_view: the view of the context stream (``whole``, or ``context``: person hidden).
     """
-
-    views = ("body", "whole")
 
     def __init__(
         self,
@@ -38,8 +41,14 @@ class EmotNet(nn.Module):
         context_weights: str | Path | None = None,
         fusion_dim: int = 256,
         dropout: float = 0.5,
+        person_view: str = "body",
+        context_view: str = "whole",
     ) -> None:
         super().__init__()
+        for view in (person_view, context_view):
+            if view not in VIEWS:
+                raise ConfigError(f"unknown view '{view}'; choose one of {', '.join(VIEWS)}")
+        self.views = (person_view, context_view)
         self.body = create_backbone(backbone, weights=body_weights)
         self.context = create_backbone(context_backbone or backbone, weights=context_weights)
         self.fusion = nn.Sequential(
@@ -51,6 +60,6 @@ class EmotNet(nn.Module):
         self.num_features = fusion_dim
 
     def forward_features(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
-        body = self.body(views["body"])  # (B, Db)
-        context = self.context(views["whole"])  # (B, Dc)
+        body = self.body(views[self.views[0]])  # (B, Db)
+        context = self.context(views[self.views[1]])  # (B, Dc)
         return self.fusion(torch.cat([body, context], dim=1))  # (B, fusion_dim)

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deconfound.data.annotations import check_box, image_size, parse_box, parse_int, read_rows
+from deconfound.data.annotations import (
+    Problems,
+    check_box,
+    image_size,
+    parse_box,
+    parse_int,
+    read_rows,
+)
 from deconfound.data.sample import DatasetInfo, Sample
 from deconfound.data.synthetic.generate import (
     ANNOTATION_COLUMNS,
@@ -53,17 +60,19 @@ def _scene(row: dict[str, str], where: str) -> int:
 
 
 class SyntheticReader:
-    """Reads the people of the synthetic set under ``root``, validating every row it returns."""
+    """Reads the people of the synthetic set under ``root``, validating every row it returns;
+    a bad row stops reading, or with ``skip_bad`` is left out and counted (``problems``)."""
 
     info = INFO
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, skip_bad: bool = False) -> None:
         self.root = Path(root)
+        self.problems = Problems(skip_bad)
 
     def samples(self, split: str) -> list[Sample]:
         """All samples of ``split``; raises :class:`DataError` on the first bad row."""
         rows = _rows(self.root, "annotations.csv", ANNOTATION_COLUMNS, split, self.info)
-        return [self._sample(row, where) for row, where in rows]
+        return self.problems.parse_all(rows, self._sample, split)
 
     def _sample(self, row: dict[str, str], where: str) -> Sample:
         path = self.root / row["image"]
@@ -86,15 +95,17 @@ class SyntheticScenesReader:
 
     info = SCENES_INFO
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, skip_bad: bool = False) -> None:
         self.root = Path(root)
+        self.problems = Problems(skip_bad)
 
     def samples(self, split: str) -> list[Sample]:
         """All scene pictures of ``split`` (``train`` or ``val``)."""
-        out = []
-        for row, where in _rows(self.root, "scenes.csv", SCENE_COLUMNS, split, self.info):
-            path = self.root / row["image"]
-            image_size(path, where)
-            scene = _scene(row, where)
-            out.append(Sample(path, None, None, (scene,), scene, split))
-        return out
+        rows = _rows(self.root, "scenes.csv", SCENE_COLUMNS, split, self.info)
+        return self.problems.parse_all(rows, self._sample, split)
+
+    def _sample(self, row: dict[str, str], where: str) -> Sample:
+        path = self.root / row["image"]
+        image_size(path, where)
+        scene = _scene(row, where)
+        return Sample(path, None, None, (scene,), scene, row["split"])
