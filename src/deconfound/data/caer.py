@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from deconfound.data.annotations import Problems, image_size
-from deconfound.data.faces import DETECTORS, FaceTable, detected, fallback_face, read_box_file
+from deconfound.data.faces import (
+    DETECTORS,
+    FALLBACK_RULE,
+    FaceTable,
+    detected,
+    fallback_face,
+    read_box_file,
+)
 from deconfound.data.sample import Box, DatasetInfo, Sample
 from deconfound.errors import ConfigError, DataError
 
@@ -104,7 +111,7 @@ class CaerSReader:
         if self.fallbacks[split]:
             log.warning(
                 "CAER-S %s: no face found in %d of %d frames; used the fallback box (%s)",
-                split, self.fallbacks[split], len(images), fallback_face.__doc__.split(":")[0],
+                split, self.fallbacks[split], len(images), FALLBACK_RULE,
             )  # fmt: skip
         return samples
 

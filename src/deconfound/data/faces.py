@@ -78,9 +78,12 @@ def main_face(faces: list[tuple[Box, float]]) -> Box | None:
     return max(faces, key=lambda f: f[0].width * f[0].height)[0]
 
 
+FALLBACK_RULE = "a square of side min(W, H)/2 centred horizontally at a third of the height"
+
+
 def fallback_face(size: tuple[int, int]) -> Box:
-    """Where the face is assumed when none is found: a square of side min(W, H)/2 centred
-    horizontally at a third of the height (a TV frame's speaker)."""
+    """Where the face is assumed when none is found (``FALLBACK_RULE``: where a TV frame's
+    speaker usually is)."""
     w, h = size
     side = max(min(w, h) // 2, 1)
     x1, y1 = (w - side) // 2, max(h // 3 - side // 2, 0)
