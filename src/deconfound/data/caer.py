@@ -84,6 +84,7 @@ class CaerSReader:
         self.problems = Problems(skip_bad)
         self.fallbacks: dict[str, int] = {}
         self._tables: dict[str, FaceTable] = {}
+        self._listings: dict[Path, dict[str, tuple[Path, int]]] = {}
 
     def samples(self, split: str) -> list[Sample]:
         """Every frame of ``split`` with its face box, in path order."""
@@ -124,7 +125,13 @@ class CaerSReader:
         return found[0]
 
     def _images(self, folder: Path) -> dict[str, tuple[Path, int]]:
-        """``relpath → (path, class index)`` for every image under ``folder``'s class folders."""
+        """``relpath → (path, class index)`` for every image under ``folder``'s class folders
+        (listed once: ``train`` and ``val`` share the listing)."""
+        if folder not in self._listings:
+            self._listings[folder] = self._list(folder)
+        return self._listings[folder]
+
+    def _list(self, folder: Path) -> dict[str, tuple[Path, int]]:
         images: dict[str, tuple[Path, int]] = {}
         for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
             label = _class_index(class_dir.name)

@@ -252,13 +252,9 @@ def _clipped_box(value: Any, size: tuple[int, int], where: str) -> Box:
         coords = []
     if len(coords) != 4 or not all(math.isfinite(c) for c in coords):
         raise DataError(f"{where}: body box must be 4 finite numbers x1 y1 x2 y2, got {value!r}")
-    w, h = size
-    x1, y1, x2, y2 = coords
-    box = Box(
-        int(min(max(x1, 0), w)), int(min(max(y1, 0), h)),
-        int(min(max(x2, 0), w)), int(min(max(y2, 0), h)),
-    )  # fmt: skip
+    box = Box(*(int(c) for c in coords)).clip(size)  # truncating, as the pipeline does
     if box.width <= 0 or box.height <= 0:
+        w, h = size
         raise DataError(
             f"{where}: body box {tuple(coords)} is empty inside the {w}x{h} image; fix or remove it"
         )

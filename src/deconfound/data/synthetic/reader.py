@@ -59,11 +59,13 @@ def _scene(row: dict[str, str], where: str) -> int:
     return scene
 
 
-class SyntheticReader:
-    """Reads the people of the synthetic set under ``root``, validating every row it returns;
-    a bad row stops reading, or with ``skip_bad`` is left out and counted (``problems``)."""
+class _TableReader:
+    """One CSV table of the set under ``root``, every row validated; a bad row stops reading,
+    or with ``skip_bad`` is left out and counted (``problems``)."""
 
-    info = INFO
+    info: DatasetInfo
+    table: str
+    columns: tuple[str, ...]
 
     def __init__(self, root: str | Path, skip_bad: bool = False) -> None:
         self.root = Path(root)
@@ -71,8 +73,17 @@ class SyntheticReader:
 
     def samples(self, split: str) -> list[Sample]:
         """All samples of ``split``; raises :class:`DataError` on the first bad row."""
-        rows = _rows(self.root, "annotations.csv", ANNOTATION_COLUMNS, split, self.info)
+        rows = _rows(self.root, self.table, self.columns, split, self.info)
         return self.problems.parse_all(rows, self._sample, split)
+
+    def _sample(self, row: dict[str, str], where: str) -> Sample:
+        raise NotImplementedError
+
+
+class SyntheticReader(_TableReader):
+    """Reads the people of the synthetic set under ``root`` (``annotations.csv``)."""
+
+    info, table, columns = INFO, "annotations.csv", ANNOTATION_COLUMNS
 
     def _sample(self, row: dict[str, str], where: str) -> Sample:
         path = self.root / row["image"]
@@ -89,20 +100,11 @@ class SyntheticReader:
         return Sample(path, person, face, (EMOTIONS.index(emotion),), scene, row["split"])
 
 
-class SyntheticScenesReader:
-    """Reads the person-free scene pictures (``scenes.csv``), labelled by scene type: the data a
-    scene backbone is pretrained on."""
+class SyntheticScenesReader(_TableReader):
+    """Reads the person-free scene pictures (``scenes.csv``, splits ``train`` and ``val``),
+    labelled by scene type: the data a scene backbone is pretrained on."""
 
-    info = SCENES_INFO
-
-    def __init__(self, root: str | Path, skip_bad: bool = False) -> None:
-        self.root = Path(root)
-        self.problems = Problems(skip_bad)
-
-    def samples(self, split: str) -> list[Sample]:
-        """All scene pictures of ``split`` (``train`` or ``val``)."""
-        rows = _rows(self.root, "scenes.csv", SCENE_COLUMNS, split, self.info)
-        return self.problems.parse_all(rows, self._sample, split)
+    info, table, columns = SCENES_INFO, "scenes.csv", SCENE_COLUMNS
 
     def _sample(self, row: dict[str, str], where: str) -> Sample:
         path = self.root / row["image"]
