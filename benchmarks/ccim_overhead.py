@@ -1,11 +1,14 @@
-"""Training-step time of EMOT-Net + CCIM over EMOT-Net alone, as ratios measured in one run.
+"""Training-step time of each base model + CCIM over the base model alone, as ratios measured in
+one run.
 
-    python benchmarks/ccim_overhead.py [--batch 32] [--steps 20]
+    python benchmarks/ccim_overhead.py [--batch 32] [--steps 20] [--settings demo paper]
+                                       [--models emotnet caernet gnncnn emoticon]
 
 Two settings: the demo's (small_cnn streams on 48-pixel views, a 32 × 128 dictionary) and the
-papers' shape (ResNet-18 streams on 224-pixel views, a 1024 × 2048 dictionary as built from
-ResNet-152 Places365 features; fewer steps, it is slow on a CPU). The variants' steps are
-interleaved and the median taken, so drift in machine load hits all of them alike.
+papers' shape (each model's paper backbone on 224-pixel views, 96 for faces, with a
+1024 × 2048 dictionary as built from ResNet-152 Places365 features; fewer steps, it is slow on
+a CPU). For each model the variants' steps are interleaved and the median taken, so drift in
+machine load hits all of them alike.
 """
 
 from __future__ import annotations
@@ -15,40 +18,56 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import ModelConfig
+from deconfound.engine.losses import cross_entropy, multiplicative
 from deconfound.models import create_model
 
 SETTINGS = {
-    "demo": {"backbone": "small_cnn", "size": 48, "dictionary": (32, 128)},
-    "paper": {"backbone": "resnet18", "size": 224, "dictionary": (1024, 2048)},
+    "demo": {"backbone": "small_cnn", "size": 48, "face": 32, "dictionary": (32, 128)},
+    "paper": {"backbone": None, "size": 224, "face": 96, "dictionary": (1024, 2048)},
 }
+MODELS = ("emotnet", "caernet", "gnncnn", "emoticon")
 VARIANTS = ("none", "ccim_dot", "ccim_add")
 
 
-def step_times(setting: dict, batch: int, steps: int) -> dict[str, float]:
-    """Median seconds per optimiser step for each variant."""
+def make_views(batch: int, size: int, face: int) -> dict[str, torch.Tensor]:
+    """Random inputs for every view any base model reads."""
+    g = torch.Generator().manual_seed(0)
+    views = {
+        v: torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
+        for v in ("body", "whole", "context")
+    }
+    views["face"] = torch.randint(0, 256, (batch, 3, face, face), dtype=torch.uint8, generator=g)
+    views["depth"] = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=g)
+    views["pose"] = torch.rand(batch, 25, 3, generator=g)
+    nodes = torch.rand(batch, 16, 4, generator=g).sort(dim=-1).values  # x1 < x2, y1 < y2
+    views["objects"] = torch.cat([nodes, torch.ones(batch, 16, 1)], dim=-1)
+    return views
+
+
+def step_times(model_name: str, setting: dict, batch: int, steps: int) -> dict[str, float]:
+    """Median seconds per optimiser step of ``model_name`` with each variant."""
     torch.manual_seed(0)
     n, d = setting["dictionary"]
     dictionary = ConfounderDictionary(torch.randn(n, d).relu(), torch.full((n,), 1 / n))
-    size = setting["size"]
-    views = {
-        v: torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
-        for v in ("body", "whole")
-    }
+    views = make_views(batch, setting["size"], setting["face"])
     y = torch.randint(0, 7, (batch,))
+    args = {"backbone": setting["backbone"]} if setting["backbone"] else {}
     runs = {}
     for variant in VARIANTS:
-        cfg = ModelConfig(args={"backbone": setting["backbone"]}, intervention=variant)
+        cfg = ModelConfig(name=model_name, args=args, intervention=variant)
         model = create_model(cfg, 7, dictionary=dictionary).train()
         runs[variant] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4))
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for i in range(steps + 2):  # two warm-up rounds
         for variant, (model, opt) in runs.items():
             start = time.perf_counter()
-            loss = F.cross_entropy(model(views), y)
+            logits, modality_logits = model.forward_train(views)
+            loss = cross_entropy(logits, y)
+            if modality_logits:
+                loss = loss + multiplicative(modality_logits, y, task="multiclass")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -62,17 +81,24 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=20, help="timed steps (the paper setting: 1/4)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = p.parse_args()
     print(f"batch {args.batch}, {torch.get_num_threads()} threads, median step time")
     for name in args.settings:
-        steps = args.steps if name == "demo" else max(3, args.steps // 4)
-        t = step_times(SETTINGS[name], args.batch, steps)
         s = SETTINGS[name]
+        steps = args.steps if name == "demo" else max(3, args.steps // 4)
         print(
-            f"  {name:<6} {s['backbone']} @ {s['size']}px, dictionary {s['dictionary'][0]} x "
-            f"{s['dictionary'][1]}: EMOT-Net {t['none'] * 1e3:.1f} ms; "
-            + "; ".join(f"+{v} {t[v] * 1e3:.1f} ms (x{t[v] / t['none']:.3f})" for v in VARIANTS[1:])
+            f"{name}: {s['backbone'] or 'paper backbones'} @ {s['size']}px (faces {s['face']}), "
+            f"dictionary {s['dictionary'][0]} x {s['dictionary'][1]}, {steps} steps"
         )
+        for model in args.models:
+            t = step_times(model, s, args.batch, steps)
+            print(
+                f"  {model:<9} {t['none'] * 1e3:8.1f} ms; "
+                + "; ".join(
+                    f"+{v} {t[v] * 1e3:.1f} ms (x{t[v] / t['none']:.3f})" for v in VARIANTS[1:]
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import pytest
 from conftest import run_overrides
 
 from deconfound.cli import main
+from deconfound.config import ModelConfig
+from deconfound.models import create_model
 
 
 def test_help_lists_the_commands() -> None:
@@ -21,8 +23,20 @@ def test_help_lists_the_commands() -> None:
         text=True,
         check=True,
     ).stdout
-    for command in ("synth", "train", "evaluate", "demo"):
+    for command in ("synth", "train", "evaluate", "demo", "models"):
         assert command in out
+
+
+def test_models_lists_every_base_model_with_its_ccim_overhead(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert main(["models", "--backbone", "small_cnn", "--dictionary", "32", "128"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert set(rows) == {"emotnet", "caernet", "gnncnn", "emoticon"}
+    emotnet = create_model(ModelConfig(args={"backbone": "small_cnn"}), 7)
+    assert rows["emotnet"][-3] == f"{sum(p.numel() for p in emotnet.parameters()):,}"
+    assert all(r[-2].startswith("+") and r[-1].startswith("+") for r in rows.values())
 
 
 def test_synth_writes_a_set_and_reports_rho(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -105,7 +119,7 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
         "scenes.trainer.progress_bar=false",
     ]
     assert main(argv) == 0
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "emotnet" / "results.json").read_text())
     assert list(results["methods"]) == ["none", "ccim_dot", "ccim_add"]
     assert results["settings"]["seeds"] == [2, 3]
     for r in results["methods"].values():
@@ -116,7 +130,7 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
         assert list(r["mean"]) == ["test_iid", "test_balanced", "test_anti"]
     assert results["dictionary"]["num_clusters"] == 8
     assert results["dictionary"]["dim"] == 128
-    for png in ("results.png", "clusters.png"):
+    for png in ("emotnet/results.png", "clusters.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "data").glob("synthetic-rho0.8-seed2-*"))) == 1
     table = capsys.readouterr().out
@@ -124,7 +138,7 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
 
     # a second run reuses the data and the finished runs
     assert main([argv[0], "--methods", "none", *argv[1:]]) == 0
-    again = json.loads((out / "results.json").read_text())
+    again = json.loads((out / "emotnet" / "results.json").read_text())
     assert again["methods"]["none"] == results["methods"]["none"]
 
 
@@ -138,6 +152,7 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
         (["synth", "--out", "x", "--size", "train=many"], "--size 'train=many'"),
         (["demo", "--methods", "none", "magic"], "unknown method 'magic'"),
         (["demo", "--seeds", "0"], "--seeds must be at least 1"),
+        (["demo", "--model", "vgg"], "unknown model 'vgg'; choose from emotnet, caernet"),
         (["dictionary", "build", "--config", "emotnet_synthetic"], "set model.dictionary=PATH"),
     ],
 )

@@ -68,3 +68,34 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
         ConfigError, match="not found; give a YAML path or one of: .*emotnet_synthetic"
     ):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_config_extends_another_section_by_section(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "name: base\ndata: {batch_size: 8, view_sizes: {body: 16}}\n"
+        "model: {name: emotnet, args: {backbone: small_cnn, fusion_dim: 32}}\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "extends: base.yaml\nname: child\ndata: {view_sizes: {face: 8}}\n"
+        "model: {name: caernet, args: {backbone: small_cnn}}\n"
+    )
+    cfg = load_config(tmp_path / "child.yaml", ["data.batch_size=4"])
+    assert cfg.name == "child" and cfg.data.batch_size == 4
+    assert cfg.data.view_sizes == {"body": 16, "face": 8}  # mappings merge
+    assert cfg.model.name == "caernet" and cfg.model.args == {
+        "backbone": "small_cnn"
+    }  # args: replaced
+    bundled = load_config("caer_s_caernet_ccim")  # a bundled chain: caer_s -> caernet -> ccim
+    assert (bundled.data.dataset, bundled.model.name, bundled.model.intervention) == (
+        "caer_s", "caernet", "ccim_dot",
+    )  # fmt: skip
+
+
+def test_extends_cycles_and_unknown_parents_are_named(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extend each other in a cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(ConfigError, match="config 'nowhere' not found"):
+        load_config(tmp_path / "c.yaml")

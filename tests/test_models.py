@@ -86,3 +86,16 @@ def test_every_backbone_pools_to_its_declared_width(name: str) -> None:
     backbone = create_backbone(name).eval()
     with torch.no_grad():
         assert backbone(_views(2, 64)["body"]).shape == (2, backbone.num_features)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "caer_encoder", "resnet18", "mobilenet_v2"])
+def test_backbones_give_a_feature_map_that_pools_to_their_features(name: str) -> None:
+    torch.manual_seed(0)
+    backbone = create_backbone(name).eval()
+    x = _views(2, 64)["body"]
+    with torch.no_grad():
+        fmap = backbone.forward_map(x)
+        assert fmap.ndim == 4 and fmap.shape[:2] == (2, backbone.num_features)
+        assert torch.allclose(backbone(x), fmap.mean(dim=(2, 3)), atol=1e-6)
+        grey = backbone(x[:, :1])  # one channel (a depth map) is read as grey
+        assert torch.allclose(grey, backbone(x[:, :1].expand(-1, 3, -1, -1)))

@@ -1,4 +1,5 @@
-"""The ``deconfound`` command: synth, train, evaluate, dictionary build, data check, demo.
+"""The ``deconfound`` command: synth, train, evaluate, dictionary build, data check, demo,
+models.
 
 Options of a run live in YAML configs; any of them can be overridden as ``section.key=value``.
 Errors in the user's input print one line and exit with status 2.
@@ -110,12 +111,35 @@ def _demo(args: argparse.Namespace) -> None:
 
     run_demo(
         args.out,
+        model=args.model,
         rho=args.rho,
         seed=args.seed,
         seeds=args.seeds,
         methods=tuple(args.methods or METHODS),
         quick=args.quick,
         overrides=args.overrides,
+    )
+
+
+def _models(args: argparse.Namespace) -> None:
+    from deconfound.models import model_table
+
+    n, d = args.dictionary
+    rows = model_table(backbone=args.backbone, dictionary_shape=(n, d))
+    interventions = [k for k in rows[0]["parameters"] if k != "none"]
+    print(
+        f"{'model':<14} {'views':<36} {'parameters':>12} "
+        + " ".join(f"{'+' + k:>12}" for k in interventions)
+    )
+    for row in rows:
+        counts = row["parameters"]
+        print(
+            f"{row['model']:<14} {', '.join(row['views']):<36} {counts['none']:>12,} "
+            + " ".join(f"{counts[k] - counts['none']:>+12,}" for k in interventions)
+        )
+    print(
+        f"default arguments{f', backbone {args.backbone}' if args.backbone else ''}; 7 classes; "
+        f"CCIM on a {n} x {d} dictionary (its buffers are not parameters)"
     )
 
 
@@ -205,13 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
-        help="the context bias of EMOT-Net on the synthetic set, with and without CCIM",
+        help="the context bias of a base model on the synthetic set, with and without CCIM",
         description="Draw the synthetic set, pretrain the scene backbone, build the confounder "
-        "dictionary, train EMOT-Net with each method and seed, print mean ± std per test split. "
-        "Overrides apply to the EMOT-Net config; prefix them with 'scenes.' for the scene "
-        "classifier's.",
+        "dictionary, train the base model (EMOT-Net unless --model) with each method and seed, "
+        "print mean ± std per test split. Overrides apply to the model's config; prefix them "
+        "with 'scenes.' for the scene classifier's.",
     )
     d.add_argument("--out", default="runs/demo", help="output directory (data are cached there)")
+    d.add_argument(
+        "--model",
+        default="emotnet",
+        help="base model: emotnet, caernet, gnncnn or emoticon (its <model>_synthetic config)",
+    )
     d.add_argument("--rho", type=float, default=0.8, help="confounding strength of the data")
     d.add_argument("--seed", type=int, default=0, help="seed of the data and of the first run")
     d.add_argument("--seeds", type=int, default=3, help="training seeds per method")
@@ -224,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a smaller set and fewer epochs")
     d.add_argument("overrides", **overrides)
     d.set_defaults(func=_demo)
+
+    m = sub.add_parser(
+        "models",
+        help="list the base models: the views they read and their parameter counts ± CCIM",
+    )
+    m.add_argument("--backbone", help="count with this backbone in every stream")
+    m.add_argument(
+        "--dictionary",
+        nargs=2,
+        type=int,
+        default=(256, 2048),
+        metavar=("N", "D"),
+        help="confounder dictionary shape for the CCIM counts (default: 256 2048)",
+    )
+    m.set_defaults(func=_models)
     return p
 
 

@@ -89,6 +89,20 @@ class DictionaryConfig:
 
 
 @dataclass
+class LossConfig:
+    """The training loss: ``name`` from ``engine.losses.LOSSES`` (``auto``: cross-entropy for
+    multi-class data, binary cross-entropy for multi-label; ``emotic_discrete``: EMOT-Net's
+    weighted squared error) with its ``args``. For a model with modality heads (EmotiCon),
+    the multiplicative combination loss over them is added, scaled by ``modality_weight``, with
+    exponent ``modality_beta``."""
+
+    name: str = "auto"
+    args: dict[str, Any] = field(default_factory=dict)
+    modality_weight: float = 1.0
+    modality_beta: float = 2.0
+
+
+@dataclass
 class OptimConfig:
     """Optimiser and learning-rate schedule."""
 
@@ -121,6 +135,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dictionary: DictionaryConfig = field(default_factory=DictionaryConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -151,21 +166,54 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 def load_config(
     name_or_path: str | Path | None = None, overrides: list[str] | None = None
 ) -> Config:
-    """Read a YAML config (defaults when None) and apply ``key.sub=value`` overrides."""
+    """Read a YAML config (defaults when None) and apply ``key.sub=value`` overrides.
+
+    A config may start from another: ``extends: NAME`` (a path relative to the file, or a
+    bundled config) takes that config and merges this file's keys over it, section by section
+    (``args`` mappings are replaced whole).
+    """
     raw: dict[str, Any] = {}
     source = "defaults"
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
         source = str(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = _read_raw(path, ())
     for item in overrides or []:
         apply_override(raw, item)
     return from_dict(Config, raw, source)
+
+
+def _read_raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The mapping in ``path`` with its ``extends`` chain merged in."""
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise ConfigError(f"{path}: configs extend each other in a cycle ({chain})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must name one config, got {parent!r}")
+    sibling = path.parent / parent
+    base_path = sibling if sibling.is_file() else resolve_config_path(parent)
+    return _merge(_read_raw(base_path, (*seen, path.resolve())), raw)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merge key by key, anything else is replaced, and so is
+    an ``args`` mapping (the arguments of one constructor, e.g. of another model)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "args":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

@@ -1,16 +1,17 @@
-"""``deconfound demo``: EMOT-Net's context bias on the synthetic benchmark, and CCIM against it.
+"""``deconfound demo``: a base model's context bias on the synthetic benchmark, and CCIM against it.
 
-Under ``<out>``:
+Under ``<out>`` (the data, the scene backbone and the dictionary are shared by every base model):
 
 1. draws the synthetic set (cached in ``data/``);
 2. pretrains the scene backbone on its person-free ``scenes`` pictures (``runs/scenes``; the
    stand-in for Places365);
 3. builds the confounder dictionary from the person-masked training images with that backbone
    (``dictionary.safetensors``, and ``clusters.png``: the emotions in each cluster);
-4. trains EMOT-Net with each intervention (``none``, ``ccim_dot``, ``ccim_add``) and each seed,
-   evaluates it on ``test_iid``, ``test_balanced`` and ``test_anti``;
-5. writes ``results.json`` (per seed, mean and standard deviation per method) and
-   ``results.png``, and prints the table.
+4. trains the base model (``--model``: EMOT-Net by default, or any in ``MODELS``) with each
+   intervention (``none``, ``ccim_dot``, ``ccim_add``) and each seed, evaluates it on
+   ``test_iid``, ``test_balanced`` and ``test_anti``;
+5. writes ``<model>/results.json`` (per seed, mean and standard deviation per method) and
+   ``<model>/results.png``, and prints the table.
 
 Every stage is cached or resumable: running the demo again reuses what is complete.
 """
@@ -38,7 +39,8 @@ from deconfound.models import INTERVENTIONS, create_model
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG = "emotnet_synthetic"
+MODELS = ("emotnet", "caernet", "gnncnn", "emoticon")
+"""Base models with a synthetic config (``<model>_synthetic.yaml``) the demo can run."""
 SCENE_CONFIG = "scenes_synthetic"
 QUICK = [
     "trainer.max_epochs=6",
@@ -54,6 +56,7 @@ SplitMetrics = dict[str, dict[str, float]]  # split -> metric -> value
 def run_demo(
     out: str | Path = "runs/demo",
     *,
+    model: str = "emotnet",
     rho: float = 0.8,
     seed: int = 0,
     seeds: int = 3,
@@ -64,10 +67,12 @@ def run_demo(
     """Run the demo; returns what it writes to ``results.json``.
 
     The data set is drawn with ``seed``; the models are trained with seeds ``seed`` …
-    ``seed + seeds - 1``. ``overrides`` apply to the EMOT-Net config, except those starting
+    ``seed + seeds - 1``. ``overrides`` apply to the model's config, except those starting
     with ``scenes.``, which apply (without the prefix) to the scene classifier's config.
     """
     start = time.perf_counter()
+    if model not in MODELS:
+        raise ConfigError(f"demo: unknown model '{model}'; choose from {', '.join(MODELS)}")
     for m in methods:
         if m not in INTERVENTIONS:
             raise ConfigError(f"demo: unknown method '{m}'; choose from {', '.join(INTERVENTIONS)}")
@@ -79,7 +84,7 @@ def run_demo(
     ]
     model_overrides = [o for o in overrides or [] if not o.startswith(SCENE_PREFIX)]
     settings = [f"data.synthetic.rho={rho}", f"data.synthetic.seed={seed}"]
-    cfg = load_config(DEMO_CONFIG, settings + (QUICK if quick else []) + model_overrides)
+    cfg = load_config(f"{model}_synthetic", settings + (QUICK if quick else []) + model_overrides)
     synth = SynthConfig(**cfg.data.synthetic)
     cfg.data.root = str(generate(synthetic_root(out / "data", synth), synth))
     cfg.out_dir = str(out / "runs")
@@ -107,24 +112,30 @@ def run_demo(
     mean = {m: _reduce(per_seed[m], np.mean) for m in methods}
     std = {m: _reduce(per_seed[m], np.std) for m in methods}  # over seeds, ddof = 0
     results = {
-        "settings": {"rho": rho, "data_seed": seed, "seeds": list(range(seed, seed + seeds))},
+        "settings": {
+            "model": model,
+            "rho": rho,
+            "data_seed": seed,
+            "seeds": list(range(seed, seed + seeds)),
+        },
         "metric": info.metric,
         "dictionary": dictionary,
         "methods": {m: {"per_seed": per_seed[m], "mean": mean[m], "std": std[m]} for m in methods},
         "seconds": round(time.perf_counter() - start, 1),
     }
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    results_dir = out / model
+    atomic_write_text(results_dir / "results.json", json.dumps(results, indent=2) + "\n")
     plot_split_metrics(
         mean,
         info.metric,
-        out / "results.png",
+        results_dir / "results.png",
         std=std,
         chance=1 / info.num_classes,
         title=f"{cfg.model.name} on the synthetic benchmark (rho={rho}; mean ± std of "
         f"{seeds} seed{'s' if seeds > 1 else ''})",
     )
     print(format_table(mean, info.metric, std))
-    print(f"results: {out / 'results.json'}, plot: {out / 'results.png'}")
+    print(f"results: {results_dir / 'results.json'}, plot: {results_dir / 'results.png'}")
     return results
 
 

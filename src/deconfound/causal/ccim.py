@@ -22,6 +22,7 @@ from torch import nn
 
 from deconfound.causal.dictionary import ConfounderDictionary
 from deconfound.errors import DeconfoundError
+from deconfound.layers import FeatureNorm
 
 Attention = Literal["dot", "additive"]
 
@@ -66,7 +67,7 @@ class CCIM(nn.Module):
         self.w_h = nn.Parameter(nn.init.xavier_normal_(torch.empty(in_features, out_features)))
         self.w_g = nn.Parameter(nn.init.xavier_normal_(torch.empty(d, out_features)))
         self.body = nn.Sequential(
-            nn.BatchNorm1d(out_features),
+            FeatureNorm(out_features),
             nn.Linear(out_features, hidden),
             nn.GELU(),
             nn.Dropout(dropout),

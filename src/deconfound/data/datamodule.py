@@ -31,6 +31,7 @@ class Reader(Protocol):
 
     info: DatasetInfo
     problems: Problems
+    root: Path
 
     def samples(self, split: str) -> list[Sample]: ...
 
@@ -76,7 +77,8 @@ def target(sample: Sample, info: DatasetInfo) -> torch.Tensor:
 
 
 class ViewDataset(Dataset[Batch]):
-    """Samples as ``(views, target)``, views being uint8 tensors keyed by name.
+    """Samples as ``(views, target)``, views being tensors keyed by name (``root``, the data
+    set's, locates sidecar files for the pose, depth and objects views).
 
     With ``cache=True`` each sample's views are decoded once and kept in memory (per process:
     use it with ``num_workers=0`` or persistent workers).
@@ -89,8 +91,10 @@ class ViewDataset(Dataset[Batch]):
         sizes: Mapping[str, int],
         fill: Fill = "zeros",
         cache: bool = False,
+        root: str | Path | None = None,
     ) -> None:
         self.samples, self.info, self.sizes, self.fill = list(samples), info, dict(sizes), fill
+        self.root = root
         self._cache: list[dict[str, torch.Tensor] | None] | None = (
             [None] * len(self.samples) if cache else None
         )
@@ -102,7 +106,7 @@ class ViewDataset(Dataset[Batch]):
         sample = self.samples[i]
         views = self._cache[i] if self._cache is not None else None
         if views is None:
-            views = make_views(sample, self.sizes, self.fill)
+            views = make_views(sample, self.sizes, self.fill, self.root)
             if self._cache is not None:
                 self._cache[i] = views
         return views, target(sample, self.info)
@@ -133,8 +137,13 @@ class EmotionDataModule(L.LightningDataModule):
         if split not in self._datasets:
             samples = self.reader.samples(split)
             self._datasets[split] = ViewDataset(
-                samples, self.info, self.sizes, self.cfg.mask_fill, self.cfg.cache
-            )  # type: ignore[arg-type]
+                samples,
+                self.info,
+                self.sizes,
+                self.cfg.mask_fill,  # type: ignore[arg-type]
+                self.cfg.cache,
+                root=self.reader.root,
+            )
         return self._datasets[split]
 
     def loader(self, split: str, *, shuffle: bool = False) -> DataLoader:

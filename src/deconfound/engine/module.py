@@ -6,11 +6,11 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import Config, from_dict
 from deconfound.data.datamodule import Batch, dataset_info
+from deconfound.engine.losses import make_loss, multiplicative
 from deconfound.engine.metrics import make_metrics
 from deconfound.errors import ConfigError
 from deconfound.models import create_model
@@ -38,6 +38,8 @@ class EmotionModule(L.LightningModule):
         self.save_hyperparameters({"config": config})
         self.cfg: Config = from_dict(Config, config, "run config")
         self.info = dataset_info(self.cfg.data.dataset)
+        loss = self.cfg.loss
+        self.criterion = make_loss(loss.name, loss.args, self.info.task, self.info.name)
         self.model = create_model(
             self.cfg.model, self.info.num_classes, load_weights=load_weights, dictionary=dictionary
         )
@@ -48,17 +50,25 @@ class EmotionModule(L.LightningModule):
         return self.model(views)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy for multi-class targets, binary cross-entropy for multi-hot ones."""
-        if self.info.task == "multiclass":
-            return F.cross_entropy(logits, y)
-        return F.binary_cross_entropy_with_logits(logits, y)
+        """The configured loss (``loss.name`` with ``loss.args``) of the logits."""
+        return self.criterion(logits, y)
+
+    def modality_loss(self, modality_logits: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """The multiplicative combination loss over the modality heads' logits (EmotiCon)."""
+        beta = self.cfg.loss.modality_beta
+        return multiplicative(modality_logits, y, task=self.info.task, beta=beta)
 
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(-1) if self.info.task == "multiclass" else logits.sigmoid()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         views, y = batch
-        loss = self.loss(self(views), y)
+        logits, modality_logits = self.model.forward_train(views)
+        loss = self.loss(logits, y)
+        if modality_logits and self.cfg.loss.modality_weight > 0:
+            extra = self.modality_loss(modality_logits, y)
+            self.log("train/modality_loss", extra, batch_size=len(y))
+            loss = loss + self.cfg.loss.modality_weight * extra
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss became {loss.item()} at step {self.global_step}; "

@@ -5,17 +5,27 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import torch
 from torch import nn
 
 from deconfound.causal import CCIM, ConfounderDictionary
 from deconfound.config import ModelConfig, construct
 from deconfound.errors import ConfigError
 from deconfound.models.backbones import BACKBONES, create_backbone
+from deconfound.models.caernet import CAERNet
 from deconfound.models.classifier import EmotionClassifier
+from deconfound.models.emoticon import EmotiCon
 from deconfound.models.emotnet import EmotNet
+from deconfound.models.gnncnn import GNNCNN
 from deconfound.models.single import SingleStream
 
-BASE_MODELS: dict[str, type[nn.Module]] = {"emotnet": EmotNet, "single_stream": SingleStream}
+BASE_MODELS: dict[str, type[nn.Module]] = {
+    "emotnet": EmotNet,
+    "caernet": CAERNet,
+    "gnncnn": GNNCNN,
+    "emoticon": EmotiCon,
+    "single_stream": SingleStream,
+}
 """Every base model by config name."""
 
 INTERVENTIONS: dict[str, Any] = {
@@ -66,14 +76,41 @@ def create_model(
     return EmotionClassifier(base, num_classes, intervention)
 
 
+def model_table(
+    *, backbone: str | None = None, dictionary_shape: tuple[int, int] = (256, 2048)
+) -> list[dict[str, Any]]:
+    """Per context-aware base model (default arguments, ``backbone`` in every stream if given,
+    7 classes): the views it reads and its parameter count with each intervention, CCIM on a
+    dictionary of ``dictionary_shape``. Built on the meta device: nothing is allocated."""
+    rows = []
+    n, d = dictionary_shape
+    dictionary = ConfounderDictionary(torch.zeros(n, d), torch.full((n,), 1 / n))
+    with torch.device("meta"):
+        for name in BASE_MODELS:
+            if name == "single_stream":
+                continue
+            args = {"backbone": backbone} if backbone else {}
+            counts = {}
+            for intervention in INTERVENTIONS:
+                cfg = ModelConfig(name=name, args=args, intervention=intervention)
+                model = create_model(cfg, 7, load_weights=False, dictionary=dictionary)
+                counts[intervention] = sum(p.numel() for p in model.parameters())
+            rows.append({"model": name, "views": list(model.views), "parameters": counts})
+    return rows
+
+
 __all__ = [
     "BACKBONES",
     "BASE_MODELS",
     "CCIM",
+    "GNNCNN",
     "INTERVENTIONS",
+    "CAERNet",
     "EmotNet",
+    "EmotiCon",
     "EmotionClassifier",
     "SingleStream",
     "create_backbone",
     "create_model",
+    "model_table",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Backbone(nn.Module):
-    """A feature extractor ``trunk`` with input normalisation; exposes ``num_features``."""
+    """A convolutional ``trunk`` (normalised images → feature map) with input normalisation.
+
+    ``forward`` gives pooled features (B, num_features); ``forward_map`` the feature map
+    (B, num_features, h, w) that attention pooling and region features (RoIAlign) read.
+    """
 
     def __init__(self, trunk: nn.Module, num_features: int) -> None:
         super().__init__()
@@ -34,14 +39,41 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (or [0, 1] float) images → ImageNet-normalised floats; one channel is repeated
+        to three (depth maps)."""
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
-        return self.trunk((x - self.mean) / self.std)  # (B, num_features)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.normalise(x))  # (B, num_features, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_map(x).mean(dim=(2, 3))  # (B, num_features)
+
+
+class TimmBackbone(Backbone):
+    """A timm model without its classifier; pooled the model's own way (which may not be an
+    average), and with a feature map only where the model is convolutional."""
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.trunk.forward_features(self.normalise(x))
+        if out.ndim != 4:
+            raise DeconfoundError(
+                f"backbone gives {out.ndim}-d features, not a feature map; models that pool "
+                "over space (CAER-Net, GNN-CNN, EmotiCon) need a convolutional backbone"
+            )
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.normalise(x))  # (B, num_features)
 
 
 def small_cnn(width: int = 16) -> Backbone:
-    """A four-stage CNN for CPU runs: (conv 3×3 stride 2, BN, ReLU) ×4, global average pool."""
+    """A four-stage CNN for CPU runs: (conv 3×3 stride 2, BN, ReLU) ×4."""
     chans = [3, width, 2 * width, 4 * width, 8 * width]
     layers: list[nn.Module] = []
     for cin, cout in itertools.pairwise(chans):
@@ -50,27 +82,41 @@ def small_cnn(width: int = 16) -> Backbone:
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         ]
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return Backbone(nn.Sequential(*layers), chans[-1])
+
+
+def caer_encoder() -> Backbone:
+    """CAER-Net's encoding stream (Lee et al., ICCV 2019): five 3×3 conv layers with 32, 64,
+    128, 256 and 256 channels (BN, ReLU), a 2×2 max-pool after each of the first four."""
+    chans = [3, 32, 64, 128, 256, 256]
+    layers: list[nn.Module] = []
+    for i, (cin, cout) in enumerate(itertools.pairwise(chans)):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [nn.ReLU(inplace=True)] + ([nn.MaxPool2d(2)] if i < 4 else [])
     return Backbone(nn.Sequential(*layers), chans[-1])
 
 
 def _torchvision(name: str) -> Callable[[], Backbone]:
     def build() -> Backbone:
         net = torchvision.models.get_model(name, weights=None)
-        if hasattr(net, "fc"):  # ResNets
+        if hasattr(net, "fc"):  # ResNets: every child before the pool, keys kept as they are
             num_features = net.fc.in_features
-            net.fc = nn.Identity()
-        else:  # MobileNet, EfficientNet, ...: classifier = (dropout, linear)
+            children = [(k, m) for k, m in net.named_children() if k not in ("avgpool", "fc")]
+            return Backbone(nn.Sequential(OrderedDict(children)), num_features)
+        if hasattr(net, "features"):  # MobileNet, EfficientNet, ...: the convolutional part
             num_features = net.classifier[-1].in_features
-            net.classifier = nn.Identity()
-        return Backbone(net, num_features)
+            return Backbone(nn.Sequential(OrderedDict(features=net.features)), num_features)
+        raise DeconfoundError(
+            f"backbone 'torchvision:{name}' is not a ResNet- or MobileNet-like CNN"
+        )
 
-    build.__doc__ = f"torchvision's {name} without its classifier."
+    build.__doc__ = f"torchvision's {name} without its pool and classifier."
     return build
 
 
 BACKBONES: dict[str, Callable[[], Backbone]] = {
     "small_cnn": small_cnn,
+    "caer_encoder": caer_encoder,
     "resnet18": _torchvision("resnet18"),
     "resnet50": _torchvision("resnet50"),
     "resnet152": _torchvision("resnet152"),
@@ -85,7 +131,7 @@ def _timm(name: str) -> Backbone:
         net = timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as e:  # unknown model
         raise DeconfoundError(f"backbone 'timm:{name}': {e}") from None
-    return Backbone(net, net.num_features)
+    return TimmBackbone(net, net.num_features)
 
 
 def create_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:

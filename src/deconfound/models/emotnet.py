@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deconfound.data.views import VIEWS
-from deconfound.errors import ConfigError
+from deconfound.data.views import check_views
+from deconfound.layers import fusion_block
 from deconfound.models.backbones import create_backbone
 
 
@@ -45,18 +45,11 @@ class EmotNet(nn.Module):
         context_view: str = "whole",
     ) -> None:
         super().__init__()
-        for view in (person_view, context_view):
-            if view not in VIEWS:
-                raise ConfigError(f"unknown view '{view}'; choose one of {', '.join(VIEWS)}")
-        self.views = (person_view, context_view)
+        self.views = check_views(person_view, context_view)
         self.body = create_backbone(backbone, weights=body_weights)
         self.context = create_backbone(context_backbone or backbone, weights=context_weights)
-        self.fusion = nn.Sequential(
-            nn.Linear(self.body.num_features + self.context.num_features, fusion_dim),
-            nn.BatchNorm1d(fusion_dim),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-        )
+        width = self.body.num_features + self.context.num_features
+        self.fusion = fusion_block(width, fusion_dim, dropout)
         self.num_features = fusion_dim
 
     def forward_features(self, views: dict[str, torch.Tensor]) -> torch.Tensor:

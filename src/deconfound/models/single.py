@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deconfound.data.views import VIEWS
-from deconfound.errors import ConfigError
+from deconfound.data.views import check_views
 from deconfound.models.backbones import create_backbone
 
 
@@ -26,10 +25,8 @@ class SingleStream(nn.Module):
         self, *, view: str = "whole", backbone: str = "resnet18", weights: str | Path | None = None
     ) -> None:
         super().__init__()
-        if view not in VIEWS:
-            raise ConfigError(f"unknown view '{view}'; choose one of {', '.join(VIEWS)}")
+        self.views = check_views(view)
         self.view = view
-        self.views = (view,)
         self.backbone = create_backbone(backbone, weights=weights)
         self.num_features = self.backbone.num_features
 

@@ -1,4 +1,4 @@
-"""Write the synthetic confounded benchmark to disk: PNG images plus annotation CSVs.
+"""Write the synthetic confounded benchmark to disk: PNG images, annotation CSVs and sidecars.
 
 Confounding: every scene type has a preferred emotion. In ``train``, ``val`` and ``test_iid`` the
 scene is drawn uniformly and the emotion is the scene's preferred one with probability ``rho``
@@ -9,6 +9,17 @@ its ``val`` part (for pretraining a scene backbone, as Places365 is used for rea
 
 Every image is drawn from its own random stream, seeded by (seed, split, index): the output is
 identical for a given seed whatever the number of worker processes.
+
+Every person image ``images/<split>/<name>.png`` (not the ``scenes`` ones) has three sidecar
+files, made from the true drawn geometry, in the formats real tools write (see ``sidecars.py``):
+
+- ``pose/images/<split>/<name>_keypoints.json``: OpenPose ``--write_json`` output, one person
+  with 25 BODY_25 (x, y, confidence) triples in ``pose_keypoints_2d`` (image pixels);
+- ``depth/images/<split>/<name>.png``: an 8-bit grayscale depth map at the image's size, 0
+  nearest, 255 farthest (sky 255, ground 200 at the horizon to 20 at the bottom row, objects and
+  the person's box at the ground depth of their bottom row);
+- ``objects/images/<split>/<name>.json``: ``{"boxes": [[x1, y1, x2, y2], ...], "scores": [...],
+  "labels": [...]}``, the scene objects' integer pixel boxes (x2/y2 exclusive) and shape names.
 """
 
 from __future__ import annotations
@@ -33,9 +44,10 @@ from deconfound.data.synthetic.render import (
     draw_scene,
     sample_expression,
 )
+from deconfound.data.synthetic.sidecars import sidecar_paths, write_sidecars
 from deconfound.errors import DataError
 
-FORMAT = "deconfound-synthetic/2"
+FORMAT = "deconfound-synthetic/3"
 PERSON_SPLITS = ("train", "val", "test_iid", "test_balanced", "test_anti")
 CONFOUNDED_SPLITS = ("train", "val", "test_iid")
 ANNOTATION_COLUMNS = (
@@ -124,17 +136,21 @@ def _split_id(split: str) -> int:
     return (*PERSON_SPLITS, "scenes").index(split)
 
 
-def _render(job: tuple[str, int, int, int, Path, SynthConfig]) -> tuple[Box, Box] | None:
-    """Draw and save one image; return its (person, face) boxes, or None for a scene image."""
-    split, index, emotion, scene, path, cfg = job
+def _render(job: tuple[str, int, int, int, Path, str, SynthConfig]) -> tuple[Box, Box] | None:
+    """Draw and save one image ``rel`` under ``root`` (and a person image's sidecars); return its
+    (person, face) boxes, or None for a scene image."""
+    split, index, emotion, scene, root, rel, cfg = job
     rng = np.random.default_rng([cfg.seed, _split_id(split), index + 1])
-    img = draw_scene(SCENES[scene], cfg.image_size, rng)
-    boxes = None
+    img, layout = draw_scene(SCENES[scene], cfg.image_size, rng)
+    person = None
     if emotion >= 0:
         expression = sample_expression(EMOTIONS[emotion], rng, ambiguity=cfg.ambiguity)
-        boxes = draw_person(img, expression, rng)
-    add_noise(img, rng).save(path, compress_level=1)
-    return boxes
+        person = draw_person(img, expression, rng)
+    add_noise(img, rng).save(root / rel, compress_level=1)
+    if person is None:
+        return None
+    write_sidecars(root, rel, layout, person)
+    return person.person, person.face
 
 
 def generate(
@@ -201,10 +217,12 @@ def _plan_jobs(tmp: Path, cfg: SynthConfig) -> tuple[list, list[dict], list[dict
         if n == 0:
             continue
         (tmp / "images" / split).mkdir(parents=True)
+        for sidecar in sidecar_paths(tmp, f"images/{split}/any.png"):
+            sidecar.parent.mkdir(parents=True)
         emotions, scenes = plan_split(split, n, cfg.rho, cfg.seed)
         for i, (e, s) in enumerate(zip(emotions, scenes, strict=True)):
             rel = f"images/{split}/{i:05d}.png"
-            jobs.append((split, i, int(e), int(s), tmp / rel, cfg))
+            jobs.append((split, i, int(e), int(s), tmp, rel, cfg))
             rows.append({"image": rel, "split": split, "emotion": EMOTIONS[e], "scene": int(s)})
     n = cfg.sizes.get("scenes", 0)
     if n:
@@ -212,7 +230,7 @@ def _plan_jobs(tmp: Path, cfg: SynthConfig) -> tuple[list, list[dict], list[dict
         rng = np.random.default_rng([cfg.seed, _split_id("scenes"), 0])
         for i, s in enumerate(rng.integers(len(SCENES), size=n)):
             rel = f"images/scenes/{i:05d}.png"
-            jobs.append(("scenes", i, -1, int(s), tmp / rel, cfg))
+            jobs.append(("scenes", i, -1, int(s), tmp, rel, cfg))
             split = "val" if i % 5 == 4 else "train"
             scene_rows.append({"image": rel, "split": split, "scene": int(s)})
     return jobs, rows, scene_rows

@@ -79,7 +79,9 @@ class Expression:
     """Face and arm parameters; the face values are in [-1, 1], arm angles in degrees.
 
     Arm angles are measured from pointing straight down, positive outwards (180 = straight up);
-    ``right`` is (upper arm, forearm), ``left`` is the same for the other arm, mirrored.
+    ``right`` is (upper arm, forearm) of the arm drawn on the image's right, ``left`` is the same
+    for the other arm, mirrored. (The person faces the viewer, so in the keypoints of
+    :class:`DrawnPerson` the arm drawn from ``right`` is the person's *left* arm.)
     """
 
     mouth_curve: float  # +1 smile ... -1 frown
@@ -133,19 +135,57 @@ def sample_expression(
     )
 
 
-def draw_scene(scene: SceneType, size: int, rng: np.random.Generator) -> Image.Image:
-    """A ``size``×``size`` picture of ``scene`` with randomised layout, colours and objects."""
+@dataclass(frozen=True)
+class SceneObject:
+    """One object drawn on a scene: a ``shape`` of radius ``r`` centred at (``x``, ``y``), in
+    image pixels."""
+
+    shape: str
+    x: float
+    y: float
+    r: float
+
+    def box(self, size: int) -> Box:
+        """The pixels the object covers, as a box clipped to a ``size``×``size`` image (empty
+        when the object lies outside it)."""
+        x0, y0, x1, y1 = _shape_extent(self.shape, self.x, self.y, self.r)
+        return Box(math.floor(x0), math.floor(y0), math.floor(x1) + 1, math.floor(y1) + 1).clip(
+            (size, size)
+        )
+
+    def paint(self, d: ImageDraw.ImageDraw, fill: RGB | int) -> None:
+        """Draw the object's shape on ``d`` in the single colour ``fill`` (frame lines too)."""
+        _draw_shape(d, self.shape, self.x, self.y, self.r, fill, frame=fill)
+
+
+@dataclass(frozen=True)
+class SceneLayout:
+    """Where things are in a picture drawn by :func:`draw_scene`: the first ground row
+    (``horizon``; the rows above it are sky) and the objects, in drawing order."""
+
+    size: int
+    horizon: int
+    objects: tuple[SceneObject, ...]
+
+
+def draw_scene(
+    scene: SceneType, size: int, rng: np.random.Generator
+) -> tuple[Image.Image, SceneLayout]:
+    """A ``size``×``size`` picture of ``scene`` with randomised layout, colours and objects, and
+    the layout it was drawn with."""
     img = Image.new("RGB", (size, size), _jitter(scene.sky, rng, 20))
     d = ImageDraw.Draw(img)
     horizon = int(size * rng.uniform(0.5, 0.75))
     d.rectangle((0, horizon, size, size), fill=_jitter(scene.ground, rng, 20))
     _draw_texture(d, scene, size, horizon, rng)
+    objects = []
     for _ in range(int(rng.integers(3, 9))):
         colour = _jitter(scene.object_colours[rng.integers(len(scene.object_colours))], rng, 25)
         r = size * rng.uniform(0.04, 0.11)
         x, y = rng.uniform(0, size), rng.uniform(0, size)
         _draw_shape(d, scene.shape, x, y, r, colour)
-    return img
+        objects.append(SceneObject(scene.shape, float(x), float(y), float(r)))
+    return img, SceneLayout(size, horizon, tuple(objects))
 
 
 def _draw_texture(
@@ -182,7 +222,27 @@ def _draw_texture(
             d.rectangle((x, y, x + step / 3, y + 1), fill=c)
 
 
-def _draw_shape(d: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: float, c: RGB) -> None:
+def _star_points(x: float, y: float, r: float) -> list[tuple[float, float]]:
+    return [
+        (
+            x + (r if k % 2 == 0 else r / 2.5) * math.cos(k * math.pi / 5),
+            y + (r if k % 2 == 0 else r / 2.5) * math.sin(k * math.pi / 5),
+        )
+        for k in range(10)
+    ]
+
+
+def _draw_shape(
+    d: ImageDraw.ImageDraw,
+    shape: str,
+    x: float,
+    y: float,
+    r: float,
+    c: RGB | int,
+    frame: RGB | int = (20, 20, 20),
+) -> None:
+    """Draw ``shape`` in colour ``c``; a window's frame lines in ``frame``. The extent of what is
+    drawn is :func:`_shape_extent`."""
     if shape == "circle":
         d.ellipse((x - r, y - r, x + r, y + r), fill=c)
     elif shape == "rect":
@@ -190,31 +250,67 @@ def _draw_shape(d: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: float
     elif shape == "triangle":
         d.polygon([(x, y - 1.5 * r), (x - r, y + r), (x + r, y + r)], fill=c)
     elif shape == "star":
-        pts = [
-            (
-                x + (r if k % 2 == 0 else r / 2.5) * math.cos(k * math.pi / 5),
-                y + (r if k % 2 == 0 else r / 2.5) * math.sin(k * math.pi / 5),
-            )
-            for k in range(10)
-        ]
-        d.polygon(pts, fill=c)
+        d.polygon(_star_points(x, y, r), fill=c)
     elif shape == "cross":
         d.rectangle((x - r / 4, y - r, x + r / 4, y + r), fill=c)
         d.rectangle((x - r * 0.7, y - r / 2, x + r * 0.7, y - r / 8), fill=c)
     elif shape == "window":
         d.rectangle((x - r * 0.6, y - r, x + r * 0.6, y + r), fill=c)
-        d.line((x, y - r, x, y + r), fill=(20, 20, 20))
-        d.line((x - r * 0.6, y, x + r * 0.6, y), fill=(20, 20, 20))
+        d.line((x, y - r, x, y + r), fill=frame)
+        d.line((x - r * 0.6, y, x + r * 0.6, y), fill=frame)
+
+
+def _shape_extent(shape: str, x: float, y: float, r: float) -> tuple[float, float, float, float]:
+    """The (x0, y0, x1, y1) bounds of the coordinates :func:`_draw_shape` draws ``shape`` with."""
+    if shape == "star":
+        xs, ys = zip(*_star_points(x, y, r), strict=True)
+        return min(xs), min(ys), max(xs), max(ys)
+    half_w, top, bottom = {
+        "circle": (r, r, r),
+        "rect": (r, 0.7 * r, 0.7 * r),
+        "triangle": (r, 1.5 * r, r),
+        "cross": (0.7 * r, r, r),
+        "window": (0.6 * r, r, r),
+    }[shape]
+    return x - half_w, y - top, x + half_w, y + bottom
 
 
 _Prim = tuple[str, list[tuple[float, float]], float, RGB]  # kind, points, line width, colour
+Keypoint = tuple[float, float, float]
+"""An (x, y, confidence) triple, OpenPose style; (0, 0, 0) for a joint that is not placed."""
+
+BODY_25: tuple[str, ...] = (
+    "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist",
+    "MidHip", "RHip", "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar",
+    "LEar", "LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel",
+)  # fmt: skip
+"""OpenPose's BODY_25 joints, in its order. The drawn person faces the viewer, so its right
+("R") joints lie on the image's left (smaller x)."""
+
+INFERRED_CONFIDENCE = 0.9
+"""Confidence of joints that are not drawn but placed from what is (nose, ears, toes, heels);
+drawn joints have confidence 1."""
+
+
+@dataclass(frozen=True)
+class DrawnPerson:
+    """A person drawn by :func:`draw_person`, in image pixels.
+
+    ``person`` holds every pixel the person changed, ``face`` bounds the head, and
+    ``keypoints`` are the 25 :data:`BODY_25` joints of the drawn figure, in that order.
+    """
+
+    person: Box
+    face: Box
+    keypoints: tuple[Keypoint, ...]
 
 
 def _person_parts(
     e: Expression, h: float, rng: np.random.Generator
-) -> tuple[list[_Prim], tuple[float, float, float, float]]:
-    """The primitives of a person ``h`` pixels tall, head top at (0, 0), in drawing order, and
-    the head's bounding box."""
+) -> tuple[list[_Prim], tuple[float, float, float, float], dict[str, Keypoint]]:
+    """The primitives of a person ``h`` pixels tall, head top at (0, 0), in drawing order, the
+    head's bounding box, and the person's joints (:data:`BODY_25` names; ``side`` 1, drawn at
+    +x, is the person's left)."""
     skin = _jitter(SKIN[rng.integers(len(SKIN))], rng, 10)
     shirt = tuple(int(v) for v in rng.integers(0, 256, 3))
     trousers = tuple(int(v) for v in rng.integers(0, 120, 3))
@@ -226,6 +322,23 @@ def _person_parts(
         ("line", [(tw / 4, yh), (tw / 4 + 0.05 * h, h)], lw, trousers),
         ("rect", [(-tw / 2, ys), (tw / 2, yh)], 0, shirt),
     ]
+    cy = r
+    joints: dict[str, Keypoint] = {
+        "Nose": (0.0, cy + 0.2 * r, INFERRED_CONFIDENCE),
+        "Neck": (0.0, ys, 1.0),
+        "MidHip": (0.0, yh, 1.0),
+    }
+    for side, s in ((1, "L"), (-1, "R")):
+        hip, ankle = (side * tw / 4, yh), (side * (tw / 4 + 0.05 * h), h)
+        joints[s + "Hip"] = (*hip, 1.0)
+        joints[s + "Knee"] = ((hip[0] + ankle[0]) / 2, (hip[1] + ankle[1]) / 2, 1.0)
+        joints[s + "Ankle"] = (*ankle, 1.0)
+        foot = lw / 2  # feet are not drawn: toes just below the leg's end, inner one first
+        joints[s + "BigToe"] = (ankle[0] - side * foot, h + 0.8 * foot, INFERRED_CONFIDENCE)
+        joints[s + "SmallToe"] = (ankle[0] + side * foot, h + 0.8 * foot, INFERRED_CONFIDENCE)
+        joints[s + "Heel"] = (ankle[0], h + 0.2 * foot, INFERRED_CONFIDENCE)
+        joints[s + "Eye"] = (side * 0.38 * r, cy - 0.1 * r, 1.0)
+        joints[s + "Ear"] = (side * 0.95 * r, cy, INFERRED_CONFIDENCE)
     for side, (a1, a2) in ((1, e.right), (-1, e.left)):
         sx, sy = side * tw / 2, ys + 0.03 * h
         ex = sx + side * 0.2 * h * math.sin(math.radians(a1))
@@ -234,7 +347,10 @@ def _person_parts(
         hy = ey + 0.19 * h * math.cos(math.radians(a2))
         parts.append(("line", [(sx, sy), (ex, ey), (hx, hy)], 0.75 * lw, shirt))
         parts.append(("ellipse", [(hx - lw / 2, hy - lw / 2), (hx + lw / 2, hy + lw / 2)], 0, skin))
-    cy = r
+        s = "L" if side == 1 else "R"
+        joints[s + "Shoulder"] = (sx, sy, 1.0)  # where the arm leaves the shirt's top corner
+        joints[s + "Elbow"] = (ex, ey, 1.0)
+        joints[s + "Wrist"] = (hx, hy, 1.0)  # the hand's centre
     parts.append(("ellipse", [(-r, 0), (r, 2 * r)], 0, skin))
     eh = max(0.6, 0.05 * r + 0.2 * r * e.eye_open)
     for side in (1, -1):
@@ -253,7 +369,7 @@ def _person_parts(
         ]
         parts.append(("polygon", upper + lower[::-1], 0, (110, 20, 25)))
     parts.append(("line", upper, max(1.0, r / 7), ink))
-    return parts, (-r, 0.0, r, 2 * r)
+    return parts, (-r, 0.0, r, 2 * r), joints
 
 
 def _extent(parts: list[_Prim]) -> tuple[float, float, float, float]:
@@ -267,20 +383,20 @@ def _extent(parts: list[_Prim]) -> tuple[float, float, float, float]:
     return min(xs0), min(ys0), max(xs1), max(ys1)
 
 
-def draw_person(img: Image.Image, e: Expression, rng: np.random.Generator) -> tuple[Box, Box]:
-    """Draw a person showing ``e`` at a random size and place; return (person box, face box).
+def draw_person(img: Image.Image, e: Expression, rng: np.random.Generator) -> DrawnPerson:
+    """Draw a person showing ``e`` at a random size and place; return its boxes and joints.
 
     Every pixel the person changes lies inside the person box; the face box bounds the head.
     """
     size = img.width
     h = size * rng.uniform(0.5, 0.72)
     state = rng.bit_generator.state
-    parts, head = _person_parts(e, h, rng)
+    parts, head, joints = _person_parts(e, h, rng)
     x0, y0, x1, y1 = _extent(parts)
     scale = min(1.0, (size - 2) / (x1 - x0), (size - 2) / (y1 - y0))
     if scale < 1.0:  # arms flung wide on a tall person: shrink to fit, same colours
         rng.bit_generator.state = state
-        parts, head = _person_parts(e, h * scale * 0.98, rng)
+        parts, head, joints = _person_parts(e, h * scale * 0.98, rng)
         x0, y0, x1, y1 = _extent(parts)
     tx = rng.uniform(-x0, size - x1)
     ty = rng.uniform(-y0, size - y1)
@@ -298,7 +414,10 @@ def draw_person(img: Image.Image, e: Expression, rng: np.random.Generator) -> tu
     person = Box(int(x0 + tx), int(y0 + ty), math.ceil(x1 + tx), math.ceil(y1 + ty))
     hx0, hy0, hx1, hy1 = head
     face = Box(int(hx0 + tx), int(hy0 + ty), math.ceil(hx1 + tx), math.ceil(hy1 + ty))
-    return person, face
+    keypoints = tuple(
+        (float(x + tx), float(y + ty), c) for x, y, c in (joints[name] for name in BODY_25)
+    )
+    return DrawnPerson(person, face, keypoints)
 
 
 def add_noise(img: Image.Image, rng: np.random.Generator, sigma: float = 6.0) -> Image.Image:
