@@ -63,3 +63,23 @@ def test_reader_options_are_checked(tmp_path: Path, capsys, reader_args: list[st
     assert main(["data", "check", str(tmp_path), "--dataset", "caer_s", *reader_args]) == 2
     err = capsys.readouterr().err
     assert "val_fraction" in err and err.count("\n") == 1
+
+
+def test_sidecar_files_are_checked_on_request(tiny_copy: Path, capsys) -> None:
+    argv = ["data", "check", str(tiny_copy), "--dataset", "synthetic", "--split", "val"]
+    sidecars = ["--sidecar", "pose", "--sidecar", "depth", "--sidecar", "objects"]
+    assert main([*argv, *sidecars]) == 0
+    (tiny_copy / "pose/images/val/00003_keypoints.json").unlink()
+    (tiny_copy / "depth/images/val/00004.png").write_bytes(b"not a png")
+    (tiny_copy / "objects/images/val/00005.json").write_text('{"boxes": [[1, 2]]}')
+    capsys.readouterr()
+    assert main([*argv, *sidecars]) == 1
+    err = capsys.readouterr().err
+    assert "3 problem(s)" in err
+    assert "00003_keypoints.json: pose file" in err and "not found" in err
+    assert "00004.png: cannot read the depth map" in err
+    assert "00005.json: box 0 is not four numbers" in err
+    assert main([*argv, "--sidecar", "objects"]) == 1  # only the kinds asked for
+    assert "1 problem(s)" in capsys.readouterr().err
+    assert main([*argv, *sidecars, "--keypoints", "18"]) == 1  # BODY_25 files read as COCO
+    assert "expected 54 (18 keypoints)" in capsys.readouterr().err

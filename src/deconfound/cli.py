@@ -90,7 +90,13 @@ def _data_check(args: argparse.Namespace) -> int:
     for item in args.reader_args:
         apply_override(reader_args, item)
     report = check_dataset(
-        args.dataset, args.path, args.split, reader_args, decode=not args.no_decode
+        args.dataset,
+        args.path,
+        args.split,
+        reader_args,
+        decode=not args.no_decode,
+        sidecars=args.sidecar or (),
+        keypoints=args.keypoints,
     )
     print(f"{report.info.name} at {report.root}")
     if report.samples:
@@ -217,6 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", required=True, help="reader name: " + ", ".join(_readers()))
     c.add_argument("--split", action="append", help="split to check (repeatable); default: all")
     c.add_argument("--no-decode", action="store_true", help="check headers only (faster)")
+    c.add_argument(
+        "--sidecar",
+        action="append",
+        choices=["pose", "depth", "objects"],
+        help="also read every sample's file of this kind (repeatable): what GNN-CNN (objects) "
+        "and EmotiCon (pose, depth) read",
+    )
+    c.add_argument(
+        "--keypoints", type=int, default=25, help="keypoints per skeleton in pose files (25)"
+    )
     c.add_argument(
         "--arg",
         dest="reader_args",

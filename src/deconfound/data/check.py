@@ -2,13 +2,15 @@
 
 Every split is read with ``skip_bad`` (so that all problems are listed, not only the first),
 every image file is decoded in full (a truncated file passes a header check but not this) and
-every box is checked against the decoded size. The report counts samples and class labels per
-split and lists each problem on one line.
+every box is checked against the decoded size; on request every sample's sidecar files (pose,
+depth, objects) are read too. The report counts samples and class labels per split and lists
+each problem on one line.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ from PIL import Image
 from deconfound.config import construct
 from deconfound.data.datamodule import READERS, dataset_info
 from deconfound.data.sample import DatasetInfo, Sample
+from deconfound.data.sidecars import KINDS
+from deconfound.data.views import VIEWS, Source
 from deconfound.errors import DataError
 
 
@@ -59,9 +63,15 @@ def check_dataset(
     args: dict[str, Any] | None = None,
     decode: bool = True,
     workers: int = 4,
+    sidecars: Sequence[str] = (),
+    keypoints: int = 25,
 ) -> CheckReport:
     """Read ``splits`` (default: all) of ``dataset`` under ``root`` with reader ``args``, decode
-    every image, and report counts and problems."""
+    every image, read the ``sidecars`` kinds of files (pose files with ``keypoints`` keypoints)
+    of every sample, and report counts and problems."""
+    unknown = sorted(set(sidecars) - set(KINDS))
+    if unknown:
+        raise DataError(f"unknown sidecar kind '{unknown[0]}'; choose from {', '.join(KINDS)}")
     info = dataset_info(dataset)
     if not Path(root).exists():
         raise DataError(f"{root}: not found; give the folder holding your copy of {dataset}")
@@ -77,6 +87,9 @@ def check_dataset(
         report.problems += reader.problems.messages[before:]
         if decode:
             report.problems += _decode_all(samples, workers)
+        if sidecars:
+            sizes = {"pose": keypoints, "depth": 8, "objects": 16}
+            report.problems += _read_sidecars(samples, Path(root), sidecars, sizes, workers)
         report.samples[split] = len(samples)
         counts = Counter(label for s in samples for label in s.labels)
         report.class_counts[split] = [counts[i] for i in range(info.num_classes)]
@@ -99,6 +112,24 @@ def _decode_all(samples: list[Sample], workers: int) -> list[str]:
     with ThreadPoolExecutor(workers) as pool:
         found = pool.map(lambda item: _decode(*item), by_image.items())
         return [p for problems in found for p in problems]
+
+
+def _read_sidecars(
+    samples: list[Sample], root: Path, kinds: Sequence[str], sizes: dict[str, int], workers: int
+) -> list[str]:
+    """One problem per sidecar file that is missing or does not parse."""
+
+    def read(sample: Sample) -> list[str]:
+        problems = []
+        for kind in kinds:
+            try:
+                VIEWS[kind](Source(sample, root), sizes[kind])
+            except DataError as e:
+                problems.append(str(e))
+        return problems
+
+    with ThreadPoolExecutor(workers) as pool:
+        return [p for problems in pool.map(read, samples) for p in problems]
 
 
 def _decode(path: Path, samples: list[Sample]) -> list[str]:
