@@ -19,6 +19,7 @@ from deconfound.data.emotic import EmoticReader
 from deconfound.data.groupwalk import GroupWalkReader
 from deconfound.data.sample import DatasetInfo, Sample
 from deconfound.data.synthetic import SynthConfig, SyntheticReader, SyntheticScenesReader, generate
+from deconfound.data.synthetic.generate import FORMAT
 from deconfound.data.views import Fill, make_views
 from deconfound.errors import ConfigError
 
@@ -165,8 +166,9 @@ class EmotionDataModule(L.LightningDataModule):
 
 
 def synthetic_root(base: str | Path, cfg: SynthConfig) -> Path:
-    """A directory under ``base`` named after ``cfg``, so each setting is generated once."""
-    key = json.dumps(cfg.__dict__, sort_keys=True).encode()
+    """A directory under ``base`` named after ``cfg`` and the on-disk format, so each setting is
+    generated once (and a set in an older format is left alone, not reused)."""
+    key = json.dumps({**cfg.__dict__, "format": FORMAT}, sort_keys=True).encode()
     return (
         Path(base) / f"synthetic-rho{cfg.rho:g}-seed{cfg.seed}-{hashlib.sha1(key).hexdigest()[:8]}"
     )
