@@ -24,17 +24,16 @@ import torch
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import ModelConfig
 from deconfound.engine.losses import cross_entropy, multiplicative
-from deconfound.models import create_model
+from deconfound.models import CONTEXT_MODELS, create_model
 
 SETTINGS = {
     "demo": {"backbone": "small_cnn", "size": 48, "face": 32, "dictionary": (32, 128)},
     "paper": {"backbone": None, "size": 224, "face": 96, "dictionary": (1024, 2048)},
 }
-MODELS = ("emotnet", "caernet", "gnncnn", "emoticon")
 VARIANTS = ("none", "ccim_dot", "ccim_add")
 
 
-def make_views(batch: int, size: int, face: int) -> dict[str, torch.Tensor]:
+def random_views(batch: int, size: int, face: int) -> dict[str, torch.Tensor]:
     """Random inputs for every view any base model reads."""
     g = torch.Generator().manual_seed(0)
     views = {
@@ -54,7 +53,7 @@ def step_times(model_name: str, setting: dict, batch: int, steps: int) -> dict[s
     torch.manual_seed(0)
     n, d = setting["dictionary"]
     dictionary = ConfounderDictionary(torch.randn(n, d).relu(), torch.full((n,), 1 / n))
-    views = make_views(batch, setting["size"], setting["face"])
+    views = random_views(batch, setting["size"], setting["face"])
     y = torch.randint(0, 7, (batch,))
     args = {"backbone": setting["backbone"]} if setting["backbone"] else {}
     runs = {}
@@ -103,7 +102,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=20, help="timed steps (the paper setting: 1/4)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--models", nargs="+", default=list(CONTEXT_MODELS), choices=CONTEXT_MODELS)
     args = p.parse_args()
     print(f"batch {args.batch}, {torch.get_num_threads()} threads, median step time")
     for name in args.settings:

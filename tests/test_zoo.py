@@ -15,10 +15,17 @@ from deconfound.data import EmotionDataModule
 from deconfound.engine import EmotionModule, evaluate, load_module, train
 from deconfound.errors import ConfigError
 from deconfound.layers import FeatureNorm
-from deconfound.models import BASE_MODELS, INTERVENTIONS, CAERNet, EmotiCon, create_model
-from deconfound.models.gnncnn import GNNCNN
+from deconfound.models import (
+    BASE_MODELS,
+    CONTEXT_MODELS,
+    GNNCNN,
+    INTERVENTIONS,
+    CAERNet,
+    EmotiCon,
+    create_model,
+)
 
-ZOO = ("emotnet", "caernet", "gnncnn", "emoticon")
+ZOO = CONTEXT_MODELS
 SIZES = "{body: 32, whole: 32, face: 24, context: 32, depth: 24, pose: 25, objects: 8}"
 
 

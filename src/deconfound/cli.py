@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--sidecar",
         action="append",
-        choices=["pose", "depth", "objects"],
+        choices=_sidecar_kinds(),
         help="also read every sample's file of this kind (repeatable): what GNN-CNN (objects) "
         "and EmotiCon (pose, depth) read",
     )
@@ -285,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.set_defaults(func=_models)
     return p
+
+
+def _sidecar_kinds() -> tuple[str, ...]:
+    from deconfound.data.sidecars import KINDS
+
+    return KINDS
 
 
 def _readers() -> list[str]:

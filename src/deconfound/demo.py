@@ -7,7 +7,7 @@ Under ``<out>`` (the data, the scene backbone and the dictionary are shared by e
    stand-in for Places365);
 3. builds the confounder dictionary from the person-masked training images with that backbone
    (``dictionary.safetensors``, and ``clusters.png``: the emotions in each cluster);
-4. trains the base model (``--model``: EMOT-Net by default, or any in ``MODELS``) with each
+4. trains the base model (``--model``: EMOT-Net by default, or any in ``CONTEXT_MODELS``) with each
    intervention (``none``, ``ccim_dot``, ``ccim_add``) and each seed, evaluates it on
    ``test_iid``, ``test_balanced`` and ``test_anti``;
 5. writes ``<model>/results.json`` (per seed, mean and standard deviation per method) and
@@ -35,12 +35,10 @@ from deconfound.diagnostics import format_table, plot_cluster_classes, plot_spli
 from deconfound.engine import evaluate, load_module, train
 from deconfound.errors import ConfigError
 from deconfound.io import atomic_write_text
-from deconfound.models import INTERVENTIONS, create_model
+from deconfound.models import CONTEXT_MODELS, INTERVENTIONS, create_model
 
 log = logging.getLogger(__name__)
 
-MODELS = ("emotnet", "caernet", "gnncnn", "emoticon")
-"""Base models with a synthetic config (``<model>_synthetic.yaml``) the demo can run."""
 SCENE_CONFIG = "scenes_synthetic"
 QUICK = [
     "trainer.max_epochs=6",
@@ -71,8 +69,9 @@ def run_demo(
     with ``scenes.``, which apply (without the prefix) to the scene classifier's config.
     """
     start = time.perf_counter()
-    if model not in MODELS:
-        raise ConfigError(f"demo: unknown model '{model}'; choose from {', '.join(MODELS)}")
+    if model not in CONTEXT_MODELS:
+        choices = ", ".join(CONTEXT_MODELS)
+        raise ConfigError(f"demo: unknown model '{model}'; choose from {choices}")
     for m in methods:
         if m not in INTERVENTIONS:
             raise ConfigError(f"demo: unknown method '{m}'; choose from {', '.join(INTERVENTIONS)}")

@@ -31,14 +31,14 @@ from PIL import Image
 from deconfound.data.sample import ArrayImage, Box, ImageRef
 from deconfound.errors import DataError
 
-KINDS = ("pose", "depth", "objects")
-"""The sidecar kinds, each a folder under the data set's root."""
-
 TOOLS = {
     "pose": "OpenPose --write_json",
     "depth": "a monocular depth network",
     "objects": "an object detector",
 }
+"""Each sidecar kind (a folder under the data set's root) and the tool that makes its files."""
+
+KINDS = tuple(TOOLS)
 
 
 def stem(image: ImageRef, root: Path) -> str:
