@@ -24,7 +24,7 @@ from deconfound.models import create_model
 
 def _pass(loader: torch.utils.data.DataLoader) -> float:
     start = time.perf_counter()
-    n = sum(len(y) for _, y in loader)
+    n = sum(len(y) for _, y, _ in loader)
     return n / (time.perf_counter() - start)
 
 
@@ -39,7 +39,7 @@ def main() -> None:
         data = EmotionDataModule(cfg.data, model.views)
         loader = data.loader("train")
         cold, warm = _pass(loader), _pass(loader)
-        views, y = next(iter(loader))
+        views, y, _ = next(iter(loader))
         opt = torch.optim.AdamW(model.parameters())
         for i in range(13):
             if i == 3:

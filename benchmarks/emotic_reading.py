@@ -49,7 +49,7 @@ def _records(people: int) -> list[Record]:
 def _pass(dataset: ViewDataset, workers: int) -> float:
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=workers)
     start = time.perf_counter()
-    n = sum(len(y) for _, y in loader)
+    n = sum(len(y) for _, y, _ in loader)
     return n / (time.perf_counter() - start)
 
 

@@ -58,7 +58,8 @@ def test_a_nan_loss_stops_training_with_a_clear_message(tiny_root: Path, tmp_pat
         module.model.head.bias.fill_(float("nan"))
     views = {v: torch.zeros(4, 3, 32, 32, dtype=torch.uint8) for v in ("body", "whole")}
     with pytest.raises(FloatingPointError, match="training loss became nan.*lower optim.lr"):
-        module.training_step((views, torch.zeros(4, dtype=torch.long)), 0)
+        y = torch.zeros(4, dtype=torch.long)
+        module.training_step((views, y, y - 1), 0)
 
 
 def test_a_missing_or_foreign_checkpoint_is_named(tmp_path: Path) -> None:

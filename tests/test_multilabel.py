@@ -29,7 +29,7 @@ class MultiLabelReader(SyntheticReader):
                 s.person,
                 s.face,
                 (s.labels[0] % 4, (s.labels[0] + 1) % 4),
-                s.context,
+                s.confounder,
                 s.split,
             )
             for s in super().samples(split)
@@ -43,7 +43,7 @@ def multilabel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_multi_hot_targets(tiny_root: Path, multilabel: None) -> None:
     sample = MultiLabelReader(tiny_root).samples("val")[0]
-    _, y = ViewDataset([sample], INFO, {"body": 8})[0]
+    _, y, _ = ViewDataset([sample], INFO, {"body": 8})[0]
     assert y.dtype == torch.float32 and y.sum() == 2 and y[sample.labels[0] % 4] == 1
 
 

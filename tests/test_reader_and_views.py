@@ -34,7 +34,7 @@ def test_reader_returns_every_row_of_a_split(tiny_root: Path) -> None:
     assert len(samples) == 140
     s = samples[0]
     assert s.image.is_file() and s.split == "test_iid"
-    assert 0 <= s.labels[0] < len(EMOTIONS) and s.context is not None
+    assert 0 <= s.labels[0] < len(EMOTIONS) and s.confounder is not None
     assert s.person.width > 0 and s.face is not None
 
 
@@ -127,9 +127,9 @@ def test_views_have_the_asked_sizes_and_content(tmp_path: Path) -> None:
 def test_view_dataset_caches_decoded_views(tiny_root: Path) -> None:
     samples = SyntheticReader(tiny_root).samples("val")[:4]
     ds = ViewDataset(samples, INFO, {"body": 16, "whole": 16}, cache=True)
-    views, y = ds[2]
-    assert y.item() == samples[2].labels[0]
-    again, _ = ds[2]
+    views, y, z = ds[2]
+    assert y.item() == samples[2].labels[0] and z.item() == samples[2].confounder
+    again = ds[2][0]
     assert again["body"] is views["body"]  # served from the cache
     plain = ViewDataset(samples, INFO, {"body": 16, "whole": 16})
     assert torch.equal(plain[2][0]["whole"], views["whole"])

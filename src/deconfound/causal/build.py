@@ -176,7 +176,7 @@ def extract_features(
                 num_workers=num_workers,
             )
             parts = []
-            for views, _ in loader:
+            for views, _, _ in loader:
                 parts.append(backbone(views["context"].to(device)).float().cpu().numpy())
                 bar.update(len(parts[-1]))
             chunk = np.concatenate(parts)
@@ -212,9 +212,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _contexts(samples: list[Sample]) -> np.ndarray | None:
-    if any(s.context is None for s in samples):
+    if any(s.confounder is None for s in samples):
         return None
-    return np.array([s.context for s in samples], dtype=np.int64)
+    return np.array([s.confounder for s in samples], dtype=np.int64)
 
 
 def fingerprint(samples: list[Sample], root: str | os.PathLike[str]) -> str:

@@ -23,7 +23,9 @@ from deconfound.data.synthetic.generate import FORMAT
 from deconfound.data.views import Fill, make_views
 from deconfound.errors import ConfigError
 
-Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
+"""``(views, target, confounder)``: views by name, the training target, and each sample's
+confounder stratum (-1 where the data set does not know it)."""
 
 
 class Reader(Protocol):
@@ -78,8 +80,9 @@ def target(sample: Sample, info: DatasetInfo) -> torch.Tensor:
 
 
 class ViewDataset(Dataset[Batch]):
-    """Samples as ``(views, target)``, views being tensors keyed by name (``root``, the data
-    set's, locates sidecar files for the pose, depth and objects views).
+    """Samples as ``(views, target, confounder)`` (see :data:`Batch`), views being tensors
+    keyed by name (``root``, the data set's, locates sidecar files for the pose, depth and
+    objects views).
 
     With ``cache=True`` each sample's views are decoded once and kept in memory (per process:
     use it with ``num_workers=0`` or persistent workers).
@@ -110,7 +113,8 @@ class ViewDataset(Dataset[Batch]):
             views = make_views(sample, self.sizes, self.fill, self.root)
             if self._cache is not None:
                 self._cache[i] = views
-        return views, target(sample, self.info)
+        confounder = -1 if sample.confounder is None else sample.confounder
+        return views, target(sample, self.info), torch.tensor(confounder)
 
 
 class EmotionDataModule(L.LightningDataModule):

@@ -87,7 +87,10 @@ class Sample:
             a picture without people, e.g. a scene set).
         face: the face box, when known.
         labels: class indices (one for a multi-class task, any number for multi-label).
-        context: hidden context (scene) id, where a data set knows it (the synthetic sets do).
+        confounder: the sample's stratum of the confounder, where a data set knows it: the
+            hidden scene of the synthetic context sets, the source data set (or rendering style)
+            of the mixed facial-expression sets. IERN trains on it; CCIM's dictionary reports
+            its purity against it.
         split: the split the sample belongs to.
         continuous: continuous labels where the data set has them (EMOTIC: valence, arousal,
             dominance on 1–10).
@@ -99,7 +102,7 @@ class Sample:
     person: Box | None
     face: Box | None
     labels: tuple[int, ...]
-    context: int | None = None
+    confounder: int | None = None
     split: str = ""
     continuous: tuple[float, ...] | None = None
     body_image: ImageRef | None = None

@@ -62,7 +62,7 @@ class EmotionModule(L.LightningModule):
         return logits.softmax(-1) if self.info.task == "multiclass" else logits.sigmoid()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        views, y = batch
+        views, y, _ = batch
         logits, modality_logits = self.model.forward_train(views)
         loss = self.loss(logits, y)
         if modality_logits and self.cfg.loss.modality_weight > 0:
@@ -78,7 +78,7 @@ class EmotionModule(L.LightningModule):
         return loss
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
-        views, y = batch
+        views, y, _ = batch
         logits = self(views)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(self._scores(logits), y.long() if self.info.task == "multilabel" else y)
