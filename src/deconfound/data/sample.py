@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Literal
 
 Task = Literal["multiclass", "multilabel"]
+
+BASIC_EMOTIONS: tuple[str, ...] = ("Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
+"""The six basic emotions of the posed facial-expression sets (CK+, MMI, Oulu-CASIA), in the
+label order of IERN's mixed-data-set protocol."""
 Metric = Literal["accuracy", "mAP"]
 
 
