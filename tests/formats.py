@@ -206,3 +206,95 @@ def write_groupwalk(root: Path, rows: list[dict], size: tuple[int, int] = (96, 6
         w.writeheader()
         w.writerows(rows)
     return manifest
+
+
+def write_mixbasic(
+    root: Path,
+    train: list[str],
+    test: list[str],
+    labels: dict,
+    fold: str = "bias100v1",
+    labels_file: str = "emotion_labels.pkl",
+    prefix: str = "MixBasic/",
+    size: tuple[int, int] = (40, 48),
+) -> Path:
+    """IERN's mixed-protocol layout: a face crop for every id (``<Source>/images/<file>``, PNG
+    or JPEG by its suffix), the labels (pickled dict, or a ``key,emotion`` CSV by the file's
+    suffix) and the fold's two id lists, each line prefixed by ``prefix`` as the release does."""
+    import pickle
+
+    for i, image_id in enumerate(dict.fromkeys(train + test)):
+        path = root / image_id
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            picture(*size, seed=200 + i).save(path)
+    labels_path = root / labels_file
+    if labels_path.suffix == ".csv":
+        with labels_path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["key", "emotion"])
+            w.writerows(labels.items())
+    else:
+        labels_path.write_bytes(pickle.dumps(labels))
+    for which, ids in (("train", train), ("test", test)):
+        (root / f"{which}_ids_{fold}.csv").write_text("".join(f"{prefix}{i}\n" for i in ids))
+    return root
+
+
+def write_rafdb(
+    root: Path, entries: list[tuple[str, int]], folder: str = "aligned", size: int = 100
+) -> Path:
+    """RAF-DB's basic part: ``EmoLabel/list_patition_label.txt`` and the faces (JPEG) under
+    ``Image/aligned/<stem>_aligned.jpg`` (or ``Image/original/<name>``)."""
+    for i, (name, _) in enumerate(entries):
+        stem = name.rsplit(".", 1)[0]
+        file = f"{stem}_aligned.jpg" if folder == "aligned" else name
+        path = root / "Image" / folder / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture(size, size, seed=300 + i).save(path, quality=90)
+    labels = root / "EmoLabel" / "list_patition_label.txt"
+    labels.parent.mkdir(parents=True, exist_ok=True)
+    labels.write_text("".join(f"{name} {label}\n" for name, label in entries))
+    return labels
+
+
+AFFECTNET_COLUMNS = (
+    "subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
+    "facial_landmarks", "expression", "valence", "arousal",
+)  # fmt: skip
+
+
+def write_affectnet(
+    root: Path, files: dict[str, list[dict]], size: tuple[int, int] = (80, 64)
+) -> None:
+    """AffectNet's layout: ``files[name]`` (``training.csv``, ``validation.csv``) lists rows
+    (``subDirectory_filePath``, ``face_*``, ``expression``, ``valence``, ``arousal``), the
+    landmarks are filled in, and each image is written (JPEG) under
+    ``Manually_Annotated_Images/``."""
+    n = 0
+    for name, rows in files.items():
+        with (root / name).open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(AFFECTNET_COLUMNS))
+            w.writeheader()
+            for row in rows:
+                path = root / "Manually_Annotated_Images" / row["subDirectory_filePath"]
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    picture(*size, seed=400 + n).save(path, quality=90)
+                    n += 1
+                landmarks = ";".join(f"{10.0 + k:.2f}" for k in range(136))
+                w.writerow({"facial_landmarks": landmarks, **row})
+
+
+def write_fer2013(root: Path, rows: list[tuple[object, object, str]]) -> Path:
+    """FER2013's ``fer2013.csv``: one ``(emotion, pixels, Usage)`` per row, pixels a list of
+    2304 grey values (written space-separated) or a string written as it is."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "fer2013.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["emotion", "pixels", "Usage"])
+        for emotion, pixels, usage in rows:
+            text = pixels if isinstance(pixels, str) else " ".join(str(int(v)) for v in pixels)
+            w.writerow([emotion, text, usage])
+    return path

@@ -113,15 +113,27 @@ def _data_check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from deconfound.demo import METHODS, run_demo
+    from deconfound.demo import METHODS, run_demo, run_iern_demo
 
+    methods = tuple(args.methods or METHODS)
+    if {"iern", "confusion"} & set(methods):  # IERN's facial-expression demo
+        run_iern_demo(
+            args.out,
+            fold=args.fold,
+            seed=args.seed,
+            seeds=args.seeds,
+            methods=tuple(dict.fromkeys(("none", *methods))),  # always against the plain one
+            quick=args.quick,
+            overrides=args.overrides,
+        )
+        return
     run_demo(
         args.out,
         model=args.model,
         rho=args.rho,
         seed=args.seed,
         seeds=args.seeds,
-        methods=tuple(args.methods or METHODS),
+        methods=methods,
         quick=args.quick,
         overrides=args.overrides,
     )
@@ -245,11 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
-        help="the context bias of a base model on the synthetic set, with and without CCIM",
+        help="bias on the synthetic sets: a context model with and without CCIM, or (--method "
+        "iern) a face classifier with and without IERN",
         description="Draw the synthetic set, pretrain the scene backbone, build the confounder "
         "dictionary, train the base model (EMOT-Net unless --model) with each method and seed, "
         "print mean ± std per test split. Overrides apply to the model's config; prefix them "
-        "with 'scenes.' for the scene classifier's.",
+        "with 'scenes.' for the scene classifier's. With --method iern: draw the synthetic "
+        "facial-expression set and train a plain face classifier and IERN on --fold instead "
+        "(overrides then apply to the faces_synthetic config).",
     )
     d.add_argument("--out", default="runs/demo", help="output directory (data are cached there)")
     d.add_argument(
@@ -264,7 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         metavar="METHOD",
-        help="interventions to compare (default: none ccim_dot ccim_add)",
+        help="interventions to compare: none, ccim_dot, ccim_add (the default: all three) on "
+        "the context set; or iern (and confusion: IERN without the backdoor adjustment), which "
+        "runs IERN's facial-expression demo against the plain classifier",
+    )
+    d.add_argument(
+        "--fold",
+        default="bias100v1",
+        help="IERN demo: the fold of the facial-expression set (bias100v1-3, bias90v1-3)",
     )
     d.add_argument("--quick", action="store_true", help="a smaller set and fewer epochs")
     d.add_argument("overrides", **overrides)

@@ -104,12 +104,22 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and learning-rate schedule."""
+    """Optimiser and learning-rate schedule.
+
+    ``backbone_lr`` (default: ``lr``) is the learning rate of the base model's parameters, e.g.
+    lower for a pretrained backbone; ``betas`` are Adam's. ``scheduler``: ``cosine`` (to 0 at
+    the last epoch), ``linear`` (``warmup_epochs`` of linear warm-up, constant until epoch
+    ``hold_epochs``, then linear to 0 at the last epoch: IERN's schedule) or ``none``.
+    """
 
     optimizer: str = "adamw"
     lr: float = 1e-3
+    backbone_lr: float | None = None
     weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     scheduler: str = "cosine"
+    warmup_epochs: int = 0
+    hold_epochs: int = 0
 
 
 @dataclass

@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import lightning as L
 import torch
@@ -16,10 +16,15 @@ from deconfound.config import DataConfig, construct
 from deconfound.data.annotations import Problems
 from deconfound.data.caer import CaerSReader
 from deconfound.data.emotic import EmoticReader
+from deconfound.data.fer import AffectNetReader, Fer2013Reader, MixBasicReader, RafDbReader
 from deconfound.data.groupwalk import GroupWalkReader
 from deconfound.data.sample import DatasetInfo, Sample
 from deconfound.data.synthetic import SynthConfig, SyntheticReader, SyntheticScenesReader, generate
 from deconfound.data.synthetic.generate import FORMAT
+from deconfound.data.synthetic_faces import FORMAT as FACES_FORMAT
+from deconfound.data.synthetic_faces import FaceSynthConfig
+from deconfound.data.synthetic_faces import generate as generate_faces
+from deconfound.data.synthetic_faces.reader import SyntheticFacesReader
 from deconfound.data.views import Fill, make_views
 from deconfound.errors import ConfigError
 
@@ -45,8 +50,20 @@ READERS: dict[str, type] = {
     "emotic": EmoticReader,
     "caer_s": CaerSReader,
     "groupwalk": GroupWalkReader,
+    "mixbasic": MixBasicReader,
+    "rafdb": RafDbReader,
+    "affectnet": AffectNetReader,
+    "fer2013": Fer2013Reader,
+    "synthetic_faces": SyntheticFacesReader,
 }
 """Every data set reader by config name."""
+
+GENERATORS: dict[str, tuple[type, Any]] = {
+    "synthetic": (SynthConfig, generate),
+    "synthetic_scenes": (SynthConfig, generate),
+    "synthetic_faces": (FaceSynthConfig, generate_faces),
+}
+"""The embedded data sets: their generator's settings class and generator, by config name."""
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -63,9 +80,9 @@ def open_reader(cfg: DataConfig) -> Reader:
     settings (an existing set made with other settings is then an error, not overwritten).
     """
     dataset_info(cfg.dataset)
-    synthetic = cfg.dataset.startswith("synthetic")
-    if synthetic and (cfg.synthetic or not Path(cfg.root, "meta.json").exists()):
-        generate(cfg.root, SynthConfig(**cfg.synthetic))
+    if cfg.dataset in GENERATORS and (cfg.synthetic or not Path(cfg.root, "meta.json").exists()):
+        settings, generator = GENERATORS[cfg.dataset]
+        generator(cfg.root, construct(settings, cfg.synthetic, "data.synthetic"))
     args = {"root": cfg.root, "skip_bad": cfg.skip_bad, **cfg.args}
     return construct(READERS[cfg.dataset], args, f"data.args of the {cfg.dataset} reader")
 
@@ -169,10 +186,13 @@ class EmotionDataModule(L.LightningDataModule):
         return self.loader(self.cfg.val_split)
 
 
-def synthetic_root(base: str | Path, cfg: SynthConfig) -> Path:
-    """A directory under ``base`` named after ``cfg`` and the on-disk format, so each setting is
-    generated once (and a set in an older format is left alone, not reused)."""
-    key = json.dumps({**cfg.__dict__, "format": FORMAT}, sort_keys=True).encode()
-    return (
-        Path(base) / f"synthetic-rho{cfg.rho:g}-seed{cfg.seed}-{hashlib.sha1(key).hexdigest()[:8]}"
-    )
+def synthetic_root(base: str | Path, cfg: SynthConfig | FaceSynthConfig) -> Path:
+    """A directory under ``base`` named after ``cfg`` (context or facial-expression set) and
+    its on-disk format, so each setting is generated once (and a set in an older format is left
+    alone, not reused)."""
+    if isinstance(cfg, SynthConfig):
+        fmt, name = FORMAT, f"synthetic-rho{cfg.rho:g}-seed{cfg.seed}"
+    else:
+        fmt, name = FACES_FORMAT, f"synthetic-faces-seed{cfg.seed}"
+    key = json.dumps({**cfg.__dict__, "format": fmt}, sort_keys=True).encode()
+    return Path(base) / f"{name}-{hashlib.sha1(key).hexdigest()[:8]}"

@@ -6,14 +6,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 
 from deconfound.causal import ConfounderDictionary
-from deconfound.config import Config, from_dict
+from deconfound.config import Config, OptimConfig, from_dict
 from deconfound.data.datamodule import Batch, dataset_info
 from deconfound.engine.losses import make_loss, multiplicative
 from deconfound.engine.metrics import make_metrics
 from deconfound.errors import ConfigError
-from deconfound.models import create_model
+from deconfound.models import IERNClassifier, create_model
 
 
 class EmotionModule(L.LightningModule):
@@ -92,19 +93,160 @@ class EmotionModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        o = self.cfg.optim
-        optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-        if o.optimizer not in optimizers:
-            raise ConfigError(
-                f"unknown optim.optimizer '{o.optimizer}'; choose one of {', '.join(optimizers)}"
-            )
-        extra = {"momentum": 0.9} if o.optimizer == "sgd" else {}
-        opt = optimizers[o.optimizer](
-            self.parameters(), lr=o.lr, weight_decay=o.weight_decay, **extra
+        base = list(self.model.base.parameters())
+        ids = {id(p) for p in base}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        opt = make_optimizer(self.cfg.optim, base, rest)
+        sched = make_scheduler(self.cfg, opt)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
+
+
+def make_optimizer(
+    o: OptimConfig, backbone: list[nn.Parameter], rest: list[nn.Parameter]
+) -> torch.optim.Optimizer:
+    """``o.optimizer`` over ``backbone`` parameters (at ``o.backbone_lr``, default ``o.lr``)
+    and the ``rest`` (at ``o.lr``)."""
+    optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    if o.optimizer not in optimizers:
+        raise ConfigError(
+            f"unknown optim.optimizer '{o.optimizer}'; choose one of {', '.join(optimizers)}"
         )
-        if o.scheduler == "none":
-            return opt
-        if o.scheduler != "cosine":
-            raise ConfigError(f"unknown optim.scheduler '{o.scheduler}'; choose cosine or none")
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.trainer.max_epochs)
-        return {"optimizer": opt, "lr_scheduler": sched}
+    if o.optimizer == "sgd":
+        extra: dict[str, Any] = {"momentum": 0.9}
+    else:
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+        extra = {"betas": tuple(o.betas)}
+    if o.backbone_lr is None:  # one group, as before backbone_lr existed
+        groups: Any = backbone + rest
+    else:
+        groups = [{"params": backbone, "lr": o.backbone_lr}, {"params": rest}]
+        groups = [g for g in groups if g["params"]]
+    return optimizers[o.optimizer](groups, lr=o.lr, weight_decay=o.weight_decay, **extra)
+
+
+def make_scheduler(cfg: Config, opt: torch.optim.Optimizer) -> Any:
+    """The epoch-wise learning-rate schedule ``cfg.optim.scheduler`` of ``opt`` (None for
+    ``none``)."""
+    o, epochs = cfg.optim, cfg.trainer.max_epochs
+    if o.scheduler == "none":
+        return None
+    if o.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    if o.scheduler != "linear":
+        raise ConfigError(f"unknown optim.scheduler '{o.scheduler}'; choose cosine, linear or none")
+
+    def factor(epoch: int) -> float:
+        if epoch < o.warmup_epochs:
+            return (epoch + 1) / o.warmup_epochs
+        if epoch < o.hold_epochs:
+            return 1.0
+        start = max(o.hold_epochs, o.warmup_epochs)
+        return max(0.0, 1 - (epoch - start + 1) / (epochs - start + 1))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class IERNModule(EmotionModule):
+    """Trains IERN (``model.intervention: iern``) with its three alternating steps per batch,
+    each with its own optimiser (``optim``'s kind, learning rate and betas):
+
+    1. the discriminators, on detached emotion and confounder maps;
+    2. the generators, the strata centres and the reconstruction network, by the confusion,
+       center and reconstruction losses (discriminators frozen);
+    3. the base model and reduction (at ``optim.backbone_lr``), the emotion generator and the
+       classifier, by cross-entropy of the stratum-averaged prediction.
+
+    Batches must carry every sample's confounder stratum (0 … strata − 1).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        load_weights: bool = True,
+        dictionary: ConfounderDictionary | None = None,
+    ) -> None:
+        super().__init__(config, load_weights, dictionary)
+        self.automatic_optimization = False
+        if self.info.task != "multiclass":
+            raise ConfigError("model.intervention=iern needs a multi-class data set")
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        views, y, z = batch
+        net: IERNClassifier = self.model  # type: ignore[assignment]
+        iern = net.iern
+        if z.min() < 0 or z.max() >= iern.strata:
+            raise ConfigError(
+                f"IERN needs each training sample's confounder stratum in 0..{iern.strata - 1} "
+                f"(model.intervention_args.strata), got {z.min().item()}..{z.max().item()}; "
+                f"use a data set that names its strata (mixbasic, synthetic_faces)"
+            )
+        opt_dis, opt_feat, opt_cls = self.optimizers()  # type: ignore[misc]
+        f = net.features(views)  # (B, C, s, s), with the backbone's graph for step 3
+        fd = f.detach()
+        e, c = iern.emotion_generator(fd), iern.confounder_generator(fd)
+
+        dis = iern.discriminator_loss(e.detach(), c.detach(), y, z)
+        opt_dis.zero_grad()
+        self.manual_backward(dis)
+        opt_dis.step()
+
+        discriminators = iern.parameter_groups()["discriminators"]
+        for p in discriminators:
+            p.requires_grad_(False)
+        feat = iern.feature_losses(fd, e, c, z)
+        opt_feat.zero_grad()
+        self.manual_backward(feat.total)
+        if iern.center_weight > 0:  # the centres follow the unweighted center loss
+            iern.centres.grad.div_(iern.center_weight)  # type: ignore[union-attr]
+        opt_feat.step()
+        for p in discriminators:
+            p.requires_grad_(True)
+
+        logits = iern.classify(iern.emotion_generator(f))
+        loss = self.loss(logits, y)
+        if not torch.isfinite(loss) or not torch.isfinite(feat.total):
+            raise FloatingPointError(
+                f"IERN's losses became non-finite at step {self.global_step}; "
+                "lower optim.lr or check the input data"
+            )
+        opt_cls.zero_grad()
+        self.manual_backward(loss)
+        opt_cls.step()
+        n = len(y)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict(
+            {
+                "train/discriminators": dis,
+                "train/confusion": feat.confusion,
+                "train/center": feat.center,
+                "train/reconstruction": feat.reconstruction,
+            },
+            batch_size=n,
+        )
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if sched is not None:
+                sched.step()
+
+    def configure_optimizers(self) -> Any:
+        net: IERNClassifier = self.model  # type: ignore[assignment]
+        groups = net.iern.parameter_groups()
+        backbone = list(net.base.parameters()) + groups["reduce"]
+        optimizers = [
+            make_optimizer(self.cfg.optim, [], groups["discriminators"]),
+            make_optimizer(self.cfg.optim, [], groups["features"]),
+            make_optimizer(self.cfg.optim, backbone, groups["classifier"]),
+        ]
+        schedulers = [make_scheduler(self.cfg, opt) for opt in optimizers]
+        if schedulers[0] is None:
+            return optimizers
+        return optimizers, schedulers
+
+
+def module_class(config: dict[str, Any]) -> type[EmotionModule]:
+    """The module that trains ``config``'s model: IERN's three-step one, or the plain one."""
+    return IERNModule if config["model"]["intervention"] == "iern" else EmotionModule

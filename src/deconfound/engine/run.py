@@ -18,7 +18,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import Config, apply_override, from_dict, save_config
 from deconfound.data.datamodule import EmotionDataModule
-from deconfound.engine.module import EmotionModule
+from deconfound.engine.module import EmotionModule, module_class
 from deconfound.errors import ConfigError, DeconfoundError
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
         log.info("resuming %s from %s", run_dir, last)
     save_config(cfg, run_dir / "config.yaml")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    module = EmotionModule(cfg.to_dict())
+    config = cfg.to_dict()
+    module = module_class(config)(config)
     data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
     monitor = f"val/{module.info.metric}"
     checkpoint = ModelCheckpoint(
@@ -151,9 +152,8 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
     if "model.intervention.confounders" in state:  # the checkpoint carries its dictionary
         prior = state["model.intervention.prior"].flatten()
         dictionary = ConfounderDictionary(state["model.intervention.confounders"], prior)
-    module = EmotionModule(
-        from_dict(Config, config, str(path)).to_dict(), load_weights=False, dictionary=dictionary
-    )
+    config = from_dict(Config, config, str(path)).to_dict()
+    module = module_class(config)(config, load_weights=False, dictionary=dictionary)
     module.load_state_dict(state)
     return module.eval()
 

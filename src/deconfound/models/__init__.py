@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from deconfound.causal import CCIM, ConfounderDictionary
+from deconfound.causal.iern import IERN
 from deconfound.config import ModelConfig, construct
 from deconfound.errors import ConfigError
 from deconfound.models.backbones import BACKBONES, create_backbone
 from deconfound.models.caernet import CAERNet
-from deconfound.models.classifier import EmotionClassifier
+from deconfound.models.classifier import EmotionClassifier, IERNClassifier
 from deconfound.models.emoticon import EmotiCon
 from deconfound.models.emotnet import EmotNet
 from deconfound.models.gnncnn import GNNCNN
@@ -36,9 +37,13 @@ INTERVENTIONS: dict[str, Any] = {
     "none": None,
     "ccim_dot": partial(CCIM, attention="dot"),
     "ccim_add": partial(CCIM, attention="additive"),
+    "iern": IERN,
 }
-"""Every intervention by config name (``none`` = the plain base model); each is called as
-``factory(in_features, dictionary, **intervention_args)``."""
+"""Every intervention by config name (``none`` = the plain base model). CCIM acts on the base
+model's joint feature: ``factory(in_features, dictionary, **intervention_args)``; IERN on its
+feature map: ``IERN(channels, num_classes, **intervention_args)``."""
+
+CCIM_INTERVENTIONS: tuple[str, ...] = ("ccim_dot", "ccim_add")
 
 
 def create_model(
@@ -65,6 +70,15 @@ def create_model(
     factory = INTERVENTIONS[cfg.intervention]
     if factory is None:
         return EmotionClassifier(base, num_classes)
+    what = f"intervention '{cfg.intervention}'"
+    if factory is IERN:
+        if not hasattr(base, "forward_map"):
+            raise ConfigError(
+                f"model.intervention=iern needs a base model with a feature map "
+                f"(single_stream), not '{cfg.name}'"
+            )
+        iern = construct(partial(IERN, base.num_features, num_classes), cfg.intervention_args, what)
+        return IERNClassifier(base, iern)
     if dictionary is None:
         if not cfg.dictionary:
             raise ConfigError(
@@ -73,9 +87,7 @@ def create_model(
             )
         dictionary = ConfounderDictionary.load(cfg.dictionary)
     intervention = construct(
-        partial(factory, base.num_features, dictionary),
-        cfg.intervention_args,
-        f"intervention '{cfg.intervention}'",
+        partial(factory, base.num_features, dictionary), cfg.intervention_args, what
     )
     return EmotionClassifier(base, num_classes, intervention)
 
@@ -93,7 +105,7 @@ def model_table(
         for name in CONTEXT_MODELS:
             args = {"backbone": backbone} if backbone else {}
             counts = {}
-            for intervention in INTERVENTIONS:
+            for intervention in ("none", *CCIM_INTERVENTIONS):
                 cfg = ModelConfig(name=name, args=args, intervention=intervention)
                 model = create_model(cfg, 7, load_weights=False, dictionary=dictionary)
                 counts[intervention] = sum(p.numel() for p in model.parameters())
@@ -105,13 +117,16 @@ __all__ = [
     "BACKBONES",
     "BASE_MODELS",
     "CCIM",
+    "CCIM_INTERVENTIONS",
     "CONTEXT_MODELS",
     "GNNCNN",
+    "IERN",
     "INTERVENTIONS",
     "CAERNet",
     "EmotNet",
     "EmotiCon",
     "EmotionClassifier",
+    "IERNClassifier",
     "SingleStream",
     "create_backbone",
     "create_model",

@@ -7,6 +7,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from deconfound.causal.iern import IERN
+
 
 class BaseModel(Protocol):
     """What every base model offers (timm's contract): the views it needs, ``num_features``,
@@ -59,3 +61,25 @@ class EmotionClassifier(nn.Module):
         if self.intervention is not None:
             h = self.intervention(h)  # (B, out_features)
         return self.head(h)  # (B, num_classes)
+
+
+class IERNClassifier(nn.Module):
+    """``iern(base.forward_map(views))``: IERN (:class:`deconfound.causal.iern.IERN`, built for
+    the base model's ``num_features`` channels) on a base model's feature map. The base model
+    must offer ``forward_map(views)`` (``single_stream`` does): IERN works on maps."""
+
+    def __init__(self, base: nn.Module, iern: IERN) -> None:
+        super().__init__()
+        self.base = base
+        self.iern = iern
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return self.base.views
+
+    def features(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        """F: the base model's map reduced to IERN's width and size (B, channels, s, s)."""
+        return self.iern.reduce(self.base.forward_map(views))
+
+    def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.iern(self.base.forward_map(views))

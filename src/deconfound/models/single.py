@@ -32,3 +32,7 @@ class SingleStream(nn.Module):
 
     def forward_features(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.backbone(views[self.view])  # (B, num_features)
+
+    def forward_map(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The backbone's feature map of the view (B, num_features, h, w), for IERN."""
+        return self.backbone.forward_map(views[self.view])

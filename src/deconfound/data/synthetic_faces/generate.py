@@ -1,0 +1,327 @@
+"""Write the synthetic facial-expression benchmark to disk in the layout of IERN's mixed set.
+
+Layout under ``root``::
+
+    <Source>/images/<stem>.png   one RGB face a file, size×size; stem S{subject}_{sequence}_{frame}
+    emotion_labels.pkl           a pickled dict {"<source lower-case>_<stem>": "<Emotion>"}
+    train_ids_<fold>.csv         one id a line, "SyntheticFaces/<Source>/images/<stem>.png"
+    test_ids_<fold>.csv
+    meta.json                    format, config, sources, emotions, folds, home sources,
+                                 held-out subjects, image count, per-fold counts
+
+Every picture is drawn from its own random stream, seeded by (seed, source, subject, emotion,
+frame); a subject's looks come from a stream seeded by (seed, source, subject) and a sequence's
+peak intensity from one seeded by (seed, source, subject, emotion). The output is byte-identical
+for a given config whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from deconfound.data.sample import BASIC_EMOTIONS
+from deconfound.data.synthetic_faces.render import STYLES, Identity, draw_face, sample_identity
+from deconfound.errors import DataError
+
+FORMAT = "deconfound-synthetic-faces/1"
+DATASET = "SyntheticFaces"
+"""The data-set name every id starts with."""
+FOLDS: tuple[str, ...] = (
+    "bias100v1",
+    "bias100v2",
+    "bias100v3",
+    "bias90v1",
+    "bias90v2",
+    "bias90v3",
+)
+LABELS_FILE = "emotion_labels.pkl"
+
+# Tags that keep the random streams of the different kinds of draw apart.
+_IDENTITY, _SEQUENCE, _FRAME, _HELD_OUT, _MIX = range(5)
+
+
+@dataclass(frozen=True)
+class FaceSynthConfig:
+    """What a synthetic face set is made from; two sets with equal configs are identical.
+
+    Args:
+        size: side of the square images, in pixels.
+        subjects: people per source (every source has its own people).
+        frames: peak frames per sequence (one sequence per subject and emotion).
+        test_subjects: share of each source's subjects held out for testing.
+        bias: in the ``bias90`` folds, the share of each emotion's training images that come
+            from its home source (at least 1/3: 1/3 is an even mix, 1 is ``bias100``).
+        seed: seed of every random draw.
+    """
+
+    size: int = 48
+    subjects: int = 40
+    frames: int = 3
+    test_subjects: float = 0.3
+    bias: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 24:
+            raise DataError(f"size must be at least 24 pixels, got {self.size}")
+        if self.subjects < 2:
+            raise DataError(
+                f"subjects must be at least 2 (for training and test), got {self.subjects}"
+            )
+        if self.frames < 1:
+            raise DataError(f"frames must be at least 1, got {self.frames}")
+        if not 0.0 < self.test_subjects < 1.0:
+            raise DataError(f"test_subjects must lie in (0, 1), got {self.test_subjects}")
+        if not 1 / 3 <= self.bias <= 1.0:
+            raise DataError(f"bias must lie in [1/3, 1], got {self.bias}")
+
+    @property
+    def n_test_subjects(self) -> int:
+        """Subjects held out per source: ``test_subjects`` of them, rounded, at least one and
+        leaving at least one for training."""
+        return min(self.subjects - 1, max(1, _round(self.test_subjects * self.subjects)))
+
+
+def _round(x: float) -> int:
+    """Round half up (Python's ``round`` rounds half to even)."""
+    return int(np.floor(x + 0.5))
+
+
+@dataclass(frozen=True, order=True)
+class FaceImage:
+    """One picture of the pool: ``frame`` (from 1) of subject ``subject`` (from 1) of
+    source ``source`` (an index into :data:`STYLES`) showing emotion ``emotion`` (an index into
+    :data:`BASIC_EMOTIONS`); the sequence number is ``emotion + 1``."""
+
+    source: int
+    subject: int
+    emotion: int
+    frame: int
+
+    @property
+    def stem(self) -> str:
+        return f"S{self.subject:03d}_{self.emotion + 1:03d}_{self.frame:08d}"
+
+    @property
+    def path(self) -> str:
+        """The file, relative to the set's root."""
+        return f"{STYLES[self.source].name}/images/{self.stem}.png"
+
+    @property
+    def id(self) -> str:
+        """The line naming this picture in a fold's id list."""
+        return f"{DATASET}/{self.path}"
+
+    @property
+    def key(self) -> str:
+        """This picture's key in the labels file."""
+        return f"{STYLES[self.source].name.lower()}_{self.stem}"
+
+
+def home_source(emotion: int, fold: str | int) -> int:
+    """The source that emotion ``emotion`` is trained on in ``fold`` (a fold name, or its
+    version 1, 2 or 3): ``(emotion + version) % 3``. Each source is home to two emotions."""
+    version = fold if isinstance(fold, int) else int(fold.rsplit("v", 1)[1])
+    return (emotion + version) % len(STYLES)
+
+
+def held_out_subjects(cfg: FaceSynthConfig, source: int) -> tuple[int, ...]:
+    """The subjects (numbered from 1) of ``source`` held out for testing."""
+    rng = np.random.default_rng([cfg.seed, _HELD_OUT, source])
+    chosen = rng.permutation(cfg.subjects)[: cfg.n_test_subjects] + 1
+    return tuple(sorted(int(s) for s in chosen))
+
+
+def plan_pool(cfg: FaceSynthConfig) -> list[FaceImage]:
+    """Every picture of the set, in (source, subject, emotion, frame) order."""
+    return [
+        FaceImage(s, subject, e, frame)
+        for s in range(len(STYLES))
+        for subject in range(1, cfg.subjects + 1)
+        for e in range(len(BASIC_EMOTIONS))
+        for frame in range(1, cfg.frames + 1)
+    ]
+
+
+def plan_folds(cfg: FaceSynthConfig) -> dict[str, tuple[list[FaceImage], list[FaceImage]]]:
+    """The (train, test) pictures of every fold in :data:`FOLDS`, each in pool order.
+
+    ``bias100v{f}`` trains on every training-subject picture of (emotion, its home source) and
+    tests on every test-subject picture of (emotion, another source). ``bias90v{f}`` adds to
+    that training set, per emotion, ``round(n_home (1 - bias) / (2 bias))`` training-subject
+    pictures from each of the two other sources (a seeded choice), so that the home source's
+    share is ``bias`` up to rounding; its test set is bias100v{f}'s.
+    """
+    pool = plan_pool(cfg)
+    held_out = {s: set(held_out_subjects(cfg, s)) for s in range(len(STYLES))}
+    train_pool = [im for im in pool if im.subject not in held_out[im.source]]
+    test_pool = [im for im in pool if im.subject in held_out[im.source]]
+    folds: dict[str, tuple[list[FaceImage], list[FaceImage]]] = {}
+    for fold in FOLDS:
+        version = int(fold.rsplit("v", 1)[1])
+        train = [im for im in train_pool if im.source == home_source(im.emotion, version)]
+        test = [im for im in test_pool if im.source != home_source(im.emotion, version)]
+        if fold.startswith("bias90"):
+            train = sorted(train + _mixed_in(cfg, version, train_pool))
+        folds[fold] = (train, test)
+    return folds
+
+
+def _mixed_in(cfg: FaceSynthConfig, version: int, train_pool: list[FaceImage]) -> list[FaceImage]:
+    """The non-home training pictures a bias90 fold of ``version`` adds."""
+    out: list[FaceImage] = []
+    for e in range(len(BASIC_EMOTIONS)):
+        home = home_source(e, version)
+        n_home = sum(im.emotion == e and im.source == home for im in train_pool)
+        n_each = _round(n_home * (1 - cfg.bias) / (2 * cfg.bias))
+        for s in range(len(STYLES)):
+            if s == home:
+                continue
+            candidates = [im for im in train_pool if im.emotion == e and im.source == s]
+            rng = np.random.default_rng([cfg.seed, _MIX, version, e, s])
+            n = min(n_each, len(candidates))
+            out += [candidates[i] for i in rng.choice(len(candidates), n, replace=False)]
+    return out
+
+
+def subject_identity(cfg: FaceSynthConfig, source: int, subject: int) -> Identity:
+    """The looks of subject ``subject`` of ``source``."""
+    return sample_identity(np.random.default_rng([cfg.seed, _IDENTITY, source, subject]))
+
+
+def render_image(cfg: FaceSynthConfig, im: FaceImage) -> Image.Image:
+    """The picture ``im`` as a PIL image: the sequence's peak intensity, lower in earlier
+    frames, with a little per-frame noise."""
+    peak = np.random.default_rng([cfg.seed, _SEQUENCE, im.source, im.subject, im.emotion]).uniform(
+        0.65, 1.0
+    )
+    rng = np.random.default_rng([cfg.seed, _FRAME, im.source, im.subject, im.emotion, im.frame])
+    intensity = peak - 0.04 * (cfg.frames - im.frame) + 0.03 * rng.standard_normal()
+    return draw_face(
+        im.emotion,
+        im.source,
+        subject_identity(cfg, im.source, im.subject),
+        rng,
+        cfg.size,
+        intensity=float(np.clip(intensity, 0.5, 1.0)),
+    )
+
+
+def _render(job: tuple[Path, FaceSynthConfig, FaceImage]) -> None:
+    root, cfg, im = job
+    render_image(cfg, im).save(root / im.path, format="PNG", compress_level=1)
+
+
+def generate(
+    root: str | Path,
+    cfg: FaceSynthConfig | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write the benchmark under ``root`` and return it (cached: an existing set made with the
+    same config and format is returned untouched).
+
+    The set is written to ``<root>.partial`` and renamed into place when complete, so an
+    interrupted run leaves no half-written set behind; the next call starts it again.
+    """
+    cfg = cfg or FaceSynthConfig()
+    root = Path(root)
+    if _is_cached(root, cfg):
+        return root
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write(tmp, cfg, workers or min(4, os.cpu_count() or 1), progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if root.exists():
+        root.rmdir()
+    tmp.rename(root)
+    return root
+
+
+def _is_cached(root: Path, cfg: FaceSynthConfig) -> bool:
+    """Whether ``root`` already holds this set; raises if it holds anything else."""
+    meta_path = root / "meta.json"
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(
+                f"{meta_path} is unreadable ({err}); use another root or delete it"
+            ) from err
+        if meta.get("format") != FORMAT:
+            raise DataError(
+                f"{root} holds a set in format {meta.get('format')!r}, not {FORMAT!r}; "
+                "use another root or delete it to have it drawn again"
+            )
+        if meta.get("config") != asdict(cfg):
+            raise DataError(
+                f"{root} holds synthetic faces made with other settings ({meta.get('config')}); "
+                "use another root or delete it"
+            )
+        return True
+    if root.exists() and any(root.iterdir()):
+        raise DataError(f"{root} exists and is not a synthetic face set; use an empty directory")
+    return False
+
+
+def _write(tmp: Path, cfg: FaceSynthConfig, workers: int, progress: bool) -> None:
+    pool = plan_pool(cfg)
+    for style in STYLES:
+        (tmp / style.name / "images").mkdir(parents=True)
+    jobs = [(tmp, cfg, im) for im in pool]
+    bar = tqdm(total=len(jobs), desc="drawing faces", disable=not progress)
+    if workers == 1:
+        for job in jobs:
+            _render(job)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as executor:
+            chunk = max(1, min(64, len(jobs) // (8 * workers)))
+            for _ in executor.map(_render, jobs, chunksize=chunk):
+                bar.update()
+    bar.close()
+    labels = {im.key: BASIC_EMOTIONS[im.emotion] for im in pool}
+    with (tmp / LABELS_FILE).open("wb") as f:
+        pickle.dump(labels, f, protocol=4)
+    folds = plan_folds(cfg)
+    counts: dict[str, dict[str, float]] = {}
+    for fold, (train, test) in folds.items():
+        for split, images in (("train", train), ("test", test)):
+            text = "".join(im.id + "\n" for im in images)
+            (tmp / f"{split}_ids_{fold}.csv").write_bytes(text.encode())
+        home = sum(im.source == home_source(im.emotion, fold) for im in train)
+        counts[fold] = {
+            "train": len(train),
+            "test": len(test),
+            "train_home_share": round(home / len(train), 4),
+        }
+    meta = {
+        "format": FORMAT,
+        "config": asdict(cfg),
+        "sources": [s.name for s in STYLES],
+        "emotions": list(BASIC_EMOTIONS),
+        "folds": list(FOLDS),
+        "home_sources": {
+            fold: {e: STYLES[home_source(i, fold)].name for i, e in enumerate(BASIC_EMOTIONS)}
+            for fold in FOLDS
+        },
+        "test_subjects": {s.name: list(held_out_subjects(cfg, i)) for i, s in enumerate(STYLES)},
+        "images": len(pool),
+        "counts": counts,
+    }
+    (tmp / "meta.json").write_bytes((json.dumps(meta, indent=2) + "\n").encode())
