@@ -142,6 +142,39 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
     assert again["methods"]["none"] == results["methods"]["none"]
 
 
+def test_iern_demo_compares_the_plain_classifier_with_iern(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "demo"
+    argv = [
+        "demo",
+        "--method",
+        "iern",
+        "--out",
+        str(out),
+        "--fold",
+        "bias100v2",
+        "--seeds",
+        "1",
+        "data.synthetic={size: 32, subjects: 4, frames: 1}",
+        "data.view_sizes={face: 32}",
+        "model.args={view: face, backbone: small_cnn}",
+        "model.intervention_args={strata: 3, channels: 32, map_size: 2}",
+        "trainer.max_epochs=1",
+        "trainer.progress_bar=false",
+    ]
+    assert main(argv) == 0
+    results = json.loads((out / "faces" / "results.json").read_text())
+    assert list(results["methods"]) == ["none", "iern"]  # always against the plain classifier
+    assert results["settings"]["fold"] == "bias100v2"
+    for r in results["methods"].values():
+        assert list(r["mean"]) == ["val", "test"]
+        assert 0 <= r["mean"]["test"]["accuracy"] <= 1
+    assert (out / "faces" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((out / "data").glob("synthetic-faces-seed0-*"))) == 1
+    assert "iern" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -151,6 +184,7 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
         (["synth", "--out", "x", "--rho", "2"], "rho must lie in [0, 1]"),
         (["synth", "--out", "x", "--size", "train=many"], "--size 'train=many'"),
         (["demo", "--methods", "none", "magic"], "unknown method 'magic'"),
+        (["demo", "--methods", "iern", "ccim_dot"], "unknown method 'ccim_dot' for IERN"),
         (["demo", "--seeds", "0"], "--seeds must be at least 1"),
         (["demo", "--model", "vgg"], "unknown model 'vgg'; choose from emotnet, caernet"),
         (["dictionary", "build", "--config", "emotnet_synthetic"], "set model.dictionary=PATH"),

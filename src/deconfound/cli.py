@@ -285,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--fold",
-        default="bias100v1",
-        help="IERN demo: the fold of the facial-expression set (bias100v1-3, bias90v1-3)",
+        default="bias90v1",
+        help="IERN demo: the fold of the facial-expression set (bias90v1-3, bias100v1-3)",
     )
     d.add_argument("--quick", action="store_true", help="a smaller set and fewer epochs")
     d.add_argument("overrides", **overrides)
