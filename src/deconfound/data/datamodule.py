@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from deconfound.config import DataConfig, construct
 from deconfound.data.annotations import Problems
@@ -134,8 +134,45 @@ class ViewDataset(Dataset[Batch]):
         return views, target(sample, self.info), torch.tensor(confounder)
 
 
+def epoch_seed(seed: int, epoch: int, stream: str) -> int:
+    """A 63-bit seed that depends only on (``seed``, ``epoch``, ``stream``): the same in every
+    process, and unrelated for different epochs or streams (``shuffle``, ``rng``...), unlike
+    ``seed + epoch``, which would give seed 0's second epoch the order of seed 1's first."""
+    key = f"{stream}:{seed}:{epoch}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1
+
+
+class EpochShuffle(RandomSampler):
+    """A random order of a dataset that is a pure function of (``seed``, epoch).
+
+    Lightning calls :meth:`set_epoch` before each training epoch, a resumed run included (with
+    the epoch it resumes at), so a run resumed from a checkpoint sees each later epoch's samples
+    in the order the uninterrupted run saw them: the order neither depends on torch's global
+    random state (which a new process does not share) nor on how often the sampler was iterated.
+    Under distributed training Lightning replaces any ``RandomSampler`` (this one included) by a
+    ``DistributedSampler``, whose order is a function of the seed given to ``seed_everything``
+    (``trainer.seed``) and the epoch likewise.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0) -> None:
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        assert self.generator is not None
+        self.generator.manual_seed(epoch_seed(self.seed, self.epoch, "shuffle"))
+        return super().__iter__()
+
+
 class EmotionDataModule(L.LightningDataModule):
     """Training, validation and any test split of one data set, cut into the given views."""
+
+    shuffle_seed: int = 0
+    """The seed of the training order (see :class:`EpochShuffle`): ``engine.train`` sets the
+    run's ``trainer.seed`` (several runs may share one data module)."""
 
     def __init__(self, cfg: DataConfig, views: Sequence[str]) -> None:
         super().__init__()
@@ -168,19 +205,21 @@ class EmotionDataModule(L.LightningDataModule):
             )
         return self._datasets[split]
 
-    def loader(self, split: str, *, shuffle: bool = False) -> DataLoader:
-        """A loader over ``split``; shuffled for training."""
+    def loader(self, split: str, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        """A loader over ``split``, in order; or shuffled for training, in an order that is a
+        pure function of (``seed``, epoch) (:class:`EpochShuffle`)."""
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(dataset, seed) if shuffle else None,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
-            drop_last=shuffle and len(self.dataset(split)) > self.cfg.batch_size,
+            drop_last=shuffle and len(dataset) > self.cfg.batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.cfg.train_split, shuffle=True)
+        return self.loader(self.cfg.train_split, shuffle=True, seed=self.shuffle_seed)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.cfg.val_split)

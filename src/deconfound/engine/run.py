@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
@@ -17,9 +18,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import Config, apply_override, from_dict, save_config
-from deconfound.data.datamodule import EmotionDataModule
+from deconfound.data.datamodule import EmotionDataModule, epoch_seed
 from deconfound.engine.module import EmotionModule, module_class
 from deconfound.errors import ConfigError, DeconfoundError
+from deconfound.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +31,51 @@ RESUMABLE_CHANGES = {("trainer", "max_epochs"), ("trainer", "progress_bar"), ("d
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file and renames it into place."""
+    """Writes each checkpoint to a temporary file beside it (``.NAME.*.tmp``) and renames it
+    into place, so a checkpoint is complete or absent even when the process is killed.
+
+    Lightning's own writer goes through a temporary file in the system temporary folder, which
+    a killed process leaves there, and which it copies when that folder is on another device.
+    """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        if storage_options is not None:  # unsupported: Lightning raises its TypeError
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+class EpochSeeding(Callback):
+    """Re-seeds Python's, NumPy's and torch's global random generators from (``seed``, epoch)
+    alone just before each training epoch's first batch.
+
+    With it and the data module's :class:`~deconfound.data.datamodule.EpochShuffle` order, an
+    epoch's training is a pure function of the seed and of the state at its start, which an
+    epoch-end checkpoint holds (weights, optimiser, schedule, callbacks). A run killed mid-epoch
+    loses that epoch's partial work; resumed from its ``last.ckpt`` in a new process, whose
+    global random state differs (model construction, the validation sanity check and loader
+    set-up draw from it first), it redoes the epoch with the same batches and dropout masks and
+    ends with the uninterrupted run's weights and metrics (bitwise on CPU with
+    ``trainer.deterministic``).
+
+    The first batch, not ``on_train_epoch_start``: Lightning skips that hook for the first epoch
+    after resuming from an epoch-end checkpoint. Not covered: the random state of DataLoader
+    worker processes (persistent, so they would not replay an epoch anyway); the datasets draw
+    no random numbers.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx == 0:
+            s = epoch_seed(self.seed, trainer.current_epoch, "rng")
+            random.seed(s)
+            np.random.seed(s % 2**32)
+            torch.manual_seed(s)  # and every GPU's generator
 
 
 @dataclass(frozen=True)
@@ -79,6 +117,12 @@ def make_trainer(
 def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     """Train ``cfg`` into ``cfg.run_dir``; a run interrupted there resumes from ``last.ckpt``.
 
+    ``checkpoints/last.ckpt`` is written at the end of every epoch, ``best.ckpt`` at each new
+    best validation score. A resumed run ends as the uninterrupted one would have (same weights
+    and metrics): each epoch's shuffle and random draws depend on (``trainer.seed``, epoch) only
+    (:class:`EpochSeeding`), so the epoch a kill interrupted is redone exactly. Checkpoints and
+    the config are written atomically; temporaries that a killed run left behind are removed.
+
     ``data`` lets several runs on the same data share one data module (and its decoded views).
     """
     run_dir = cfg.run_dir
@@ -88,21 +132,26 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     if resume:
         _check_resumable(cfg, run_dir / "config.yaml")
         log.info("resuming %s from %s", run_dir, last)
-    save_config(cfg, run_dir / "config.yaml")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     config = cfg.to_dict()
     module = module_class(config)(config)
     data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
+    data.shuffle_seed = cfg.trainer.seed
+    for split in (cfg.data.train_split, cfg.data.val_split):  # refuse bad data before writing
+        data.dataset(split)
+    for stale in [*run_dir.glob(".*.tmp"), *ckpt_dir.glob(".*.tmp")]:  # of a killed writer
+        stale.unlink(missing_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
     monitor = f"val/{module.info.metric}"
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor=monitor,
-        mode="max",
-        save_last=True,
-        enable_version_counter=False,
+        dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", enable_version_counter=False
     )
-    trainer = make_trainer(cfg, run_dir, [checkpoint])
+    # last.ckpt at every epoch end (``save_last=True`` on ``checkpoint`` writes it only at a new
+    # best since Lightning 2.6); saved after ``checkpoint`` (Lightning keeps the order of
+    # checkpoint callbacks), so it holds that epoch's best score
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False)
+    callbacks = [checkpoint, latest, EpochSeeding(cfg.trainer.seed)]
+    trainer = make_trainer(cfg, run_dir, callbacks)
     trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
     score = checkpoint.best_model_score
     return TrainResult(
