@@ -13,6 +13,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from deconfound.errors import DeconfoundError
 
@@ -115,6 +116,8 @@ def _data_check(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> None:
     from deconfound.demo import METHODS, run_demo, run_iern_demo
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DeconfoundError(f"--out {args.out} is a file; give a folder for the demo's outputs")
     methods = tuple(args.methods or METHODS)
     if {"iern", "confusion"} & set(methods):  # IERN's facial-expression demo
         run_iern_demo(
@@ -143,6 +146,8 @@ def _models(args: argparse.Namespace) -> None:
     from deconfound.models import model_table
 
     n, d = args.dictionary
+    if n < 1 or d < 1:
+        raise DeconfoundError(f"--dictionary N D must be two positive sizes, got {n} {d}")
     rows = model_table(backbone=args.backbone, dictionary_shape=(n, d))
     interventions = [k for k in rows[0]["parameters"] if k != "none"]
     print(
@@ -331,6 +336,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*exists and is not empty.*")
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

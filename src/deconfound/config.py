@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,15 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = True
     synthetic: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _at_least(self.batch_size, 1, "data.batch_size")
+        _at_least(self.num_workers, 0, "data.num_workers")
+        for view, size in self.view_sizes.items():
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise ConfigError(
+                    f"'data.view_sizes.{view}' must be a positive integer, got {size!r}"
+                )
 
 
 @dataclass
@@ -135,6 +145,15 @@ class TrainerConfig:
     progress_bar: bool = True
     log_every_n_steps: int = 20
 
+    def __post_init__(self) -> None:
+        _at_least(self.max_epochs, 1, "trainer.max_epochs")
+        _at_least(self.log_every_n_steps, 1, "trainer.log_every_n_steps")
+
+
+def _at_least(value: int, low: int, key: str) -> None:
+    if value < low:
+        raise ConfigError(f"'{key}' must be at least {low}, got {value}")
+
 
 @dataclass
 class Config:
@@ -202,6 +221,8 @@ def _read_raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file ({e})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     parent = raw.pop("extends", None)
@@ -275,13 +296,25 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         tp = next(t for t in options if t is not type(None))
         origin = typing.get_origin(tp)
     expected = origin or tp
+    if expected is float and isinstance(value, str):
+        value = _float_text(value)  # YAML 1.1 reads 1e-3 (without a dot) as text
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(
             f"{source}: '{key}' must be {getattr(expected, '__name__', expected)}, got {value!r}"
         )
+    if expected is float and not math.isfinite(value):
+        raise ConfigError(f"{source}: '{key}' must be a finite number, got {value!r}")
     return value
+
+
+def _float_text(text: str) -> float | str:
+    """The number ``text`` spells (``1e-3``, ``nan``), or ``text`` when it is not one."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def save_config(config: Config, path: Path) -> None:

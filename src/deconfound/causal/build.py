@@ -70,6 +70,11 @@ def build_dictionary(cfg: Config, *, progress: bool = True) -> BuildResult:
     d = cfg.dictionary
     _check(d)
     path = Path(cfg.model.dictionary)
+    if path.is_dir():
+        raise ConfigError(
+            f"model.dictionary={path} is a folder; give the file to write, e.g. "
+            f"{path / 'dictionary.safetensors'}"
+        )
     reader = open_reader(cfg.data)
     samples = reader.samples(cfg.data.train_split)
     if d.num_clusters > len(samples):
@@ -168,20 +173,25 @@ def extract_features(
         unit="img",
         disable=not progress or not todo,
     )
-    with torch.inference_mode():
-        for start, stop in todo:
-            loader = DataLoader(
-                Subset(dataset, range(start, stop)),
-                batch_size=d.batch_size,
-                num_workers=num_workers,
-            )
-            parts = []
-            for views, _, _ in loader:
-                parts.append(backbone(views["context"].to(device)).float().cpu().numpy())
-                bar.update(len(parts[-1]))
-            chunk = np.concatenate(parts)
-            atomic_write(_chunk_path(cache, start), lambda tmp, c=chunk: _save_npy(tmp, c))
-    bar.close()
+    try:
+        with torch.inference_mode():
+            for start, stop in todo:
+                loader = DataLoader(
+                    Subset(dataset, range(start, stop)),
+                    batch_size=d.batch_size,
+                    num_workers=num_workers,
+                )
+                parts = []
+                for views, _, _ in loader:
+                    parts.append(backbone(views["context"].to(device)).float().cpu().numpy())
+                    bar.update(len(parts[-1]))
+                chunk = np.concatenate(parts)
+                atomic_write(_chunk_path(cache, start), lambda tmp, c=chunk: _save_npy(tmp, c))
+    except BaseException:
+        bar.leave = False  # cleared: the error line is not printed after a half bar
+        raise
+    finally:
+        bar.close()
     return np.concatenate([np.load(_chunk_path(cache, start)) for start, _ in chunks])
 
 

@@ -86,7 +86,11 @@ class ConfounderDictionary:
                 f"{path}: dictionary width is {centres.shape[1]} but the model expects "
                 f"{expected_dim}; rebuild it with the scene backbone the model was made for"
             )
-        return cls(centres, tensors["prior"], json.loads(header.get("meta", "{}")))
+        try:
+            meta = json.loads(header.get("meta", "{}"))
+        except json.JSONDecodeError as e:
+            raise DeconfoundError(f"{path}: its metadata is not JSON ({e}); rebuild it") from None
+        return cls(centres, tensors["prior"], meta)
 
 
 def _problem(centres: torch.Tensor, prior: torch.Tensor) -> str | None:

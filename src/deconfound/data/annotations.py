@@ -59,16 +59,20 @@ class Problems:
 def read_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(row number, row)`` from a CSV file after checking that its header has ``required``.
 
-    Row numbers count the header as row 1, as a spreadsheet shows them.
+    Row numbers count the header as row 1, as a spreadsheet shows them. A row with fewer cells
+    than the header has empty strings in the missing ones.
     """
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found; check the data set root")
     with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)} in the header")
-        yield from enumerate(reader, start=2)
+        reader = csv.DictReader(f, restval="")
+        try:
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {', '.join(missing)} in the header")
+            yield from enumerate(reader, start=2)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"{path}: not a readable CSV file ({e}); restore it") from None
 
 
 def parse_int(row: dict[str, str], column: str, where: str) -> int:

@@ -136,6 +136,15 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _text_lines(path: Path) -> list[tuple[int, str]]:
+    """The non-empty lines of the text file ``path`` with their numbers (from 1)."""
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            return [(n, t) for n, t in enumerate(f, start=1) if t.strip()]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text file ({e}); restore it") from None
+
+
 # --- IERN's mixed protocol ----------------------------------------------------------------------
 
 MIXBASIC_INFO = DatasetInfo(
@@ -325,12 +334,7 @@ class MixBasicReader:
                     f"{path}: id list not found; the lists are named train_ids_<fold>.csv and "
                     f"test_ids_<fold>.csv (folds in {self.root}: {found}); set data.args.fold"
                 )
-            with path.open(encoding="utf-8-sig") as f:
-                entries = [
-                    ((n, t.strip()), f"{path}: line {n}")
-                    for n, t in enumerate(f, start=1)
-                    if t.strip()
-                ]
+            entries = [((n, t.strip()), f"{path}: line {n}") for n, t in _text_lines(path)]
             if not entries:
                 raise DataError(
                     f"{path}: the id list is empty; list one image per line as "
@@ -440,8 +444,7 @@ class RafDbReader:
                 raise DataError(
                     f"{path}: label list not found; RAF-DB keeps it as {RAFDB_LIST} under data.root"
                 )
-            with path.open(encoding="utf-8-sig") as f:
-                lines = [(t, f"{path}: line {n}") for n, t in enumerate(f, start=1) if t.strip()]
+            lines = [(t, f"{path}: line {n}") for n, t in _text_lines(path)]
             if not lines:
                 raise DataError(f"{path}: the label list is empty; restore it from the release")
             seen: dict[str, str] = {}

@@ -46,7 +46,8 @@ class GroupWalkReader:
         self._sizes: dict[Path, tuple[int, int]] = {}
 
     def samples(self, split: str) -> list[Sample]:
-        """Every person-frame of ``split``, in manifest order."""
+        """Every person-frame of ``split``, in manifest order (a row whose split is none of
+        GroupWalk's is reported with ``train``)."""
         if split not in SPLITS:
             raise DataError(f"unknown split '{split}' for GroupWalk; choose {', '.join(SPLITS)}")
         csv_path = self.root / "annotations.csv"
@@ -54,12 +55,17 @@ class GroupWalkReader:
             (row, f"{csv_path}: row {n}")
             for n, row in read_rows(csv_path, COLUMNS)
             if row["split"].strip() == split
+            or (split == SPLITS[0] and row["split"].strip() not in SPLITS)
         ]
         if not rows:
             raise DataError(f"{csv_path}: no rows for split '{split}'")
         return self.problems.parse_all(rows, self._sample, split)
 
     def _sample(self, row: dict[str, str], where: str) -> Sample:
+        if row["split"].strip() not in SPLITS:
+            raise DataError(
+                f"{where}: unknown split '{row['split'].strip()}'; expected {', '.join(SPLITS)}"
+            )
         path = self.root / row["frame"].strip()
         if path not in self._sizes:  # several people share a frame: read its header once
             self._sizes[path] = image_size(path, where)

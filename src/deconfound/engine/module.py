@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,7 @@ from deconfound.config import Config, OptimConfig, from_dict
 from deconfound.data.datamodule import Batch, dataset_info
 from deconfound.engine.losses import make_loss, multiplicative
 from deconfound.engine.metrics import make_metrics
-from deconfound.errors import ConfigError
+from deconfound.errors import ConfigError, DeconfoundError
 from deconfound.models import IERNClassifier, create_model
 
 
@@ -78,6 +79,42 @@ class EmotionModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        # a last optimiser step can leave non-finite weights behind a finite loss: stop before
+        # the validation that would save them as a checkpoint
+        bad = next((n for n, p in self.named_parameters() if not p.isfinite().all()), None)
+        if bad is not None:
+            raise FloatingPointError(
+                f"weight {bad} became non-finite in epoch {self.current_epoch}; "
+                "lower optim.lr or check the input data"
+            )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, **kw: Any) -> Any:
+        """Load a checkpoint's weights (evaluating, or resuming a run); weights that do not fit
+        the model the config describes now, or that are not finite, are a one-line error."""
+        bad = next(
+            (k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()),
+            None,
+        )
+        if bad is not None:
+            raise DeconfoundError(
+                f"{self._checkpoint_name()}: weight {bad} holds NaN or infinite values (saved "
+                "after training diverged); use another checkpoint or train again"
+            )
+        try:
+            return super().load_state_dict(state_dict, strict, **kw)
+        except RuntimeError as e:
+            first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+            raise DeconfoundError(
+                f"{self._checkpoint_name()}: its weights do not fit the model that the config "
+                f"describes ({first}); the model, the data set's classes or model.dictionary "
+                "differ from the run that saved it"
+            ) from None
+
+    def _checkpoint_name(self) -> str:
+        path = self._trainer.ckpt_path if self._trainer is not None else None
+        return str(path) if path else "checkpoint"
+
     def _eval_step(self, batch: Batch, stage: str) -> None:
         views, y, _ = batch
         logits = self(views)
@@ -111,6 +148,10 @@ def make_optimizer(
         raise ConfigError(
             f"unknown optim.optimizer '{o.optimizer}'; choose one of {', '.join(optimizers)}"
         )
+    for key in ("lr", "backbone_lr", "weight_decay"):
+        value = getattr(o, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"optim.{key} must not be negative, got {value}")
     if o.optimizer == "sgd":
         extra: dict[str, Any] = {"momentum": 0.9}
     else:

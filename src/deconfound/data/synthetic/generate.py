@@ -169,7 +169,12 @@ def generate(
     root = Path(root)
     meta_path = root / "meta.json"
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(
+                f"{meta_path} is unreadable ({e}); use another root or delete it"
+            ) from None
         if meta.get("config") == asdict(cfg) and meta.get("format") == FORMAT:
             return root
         if meta.get("format") != FORMAT:
@@ -181,7 +186,7 @@ def generate(
             f"{root} holds a synthetic set made with other settings "
             f"({meta.get('config')}); choose another directory or delete it"
         )
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(f"{root} exists and is not a synthetic set; choose an empty directory")
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

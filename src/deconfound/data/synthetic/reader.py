@@ -35,7 +35,8 @@ SCENES_INFO = DatasetInfo(
 def _rows(
     root: Path, csv_name: str, columns: tuple[str, ...], split: str, info: DatasetInfo
 ) -> list[tuple[dict[str, str], str]]:
-    """The rows of ``split`` in ``csv_name``, each with its "file: row N" location."""
+    """The rows of ``split`` in ``csv_name``, each with its "file: row N" location; with the
+    first split, also the rows whose split is none of the set's (for the parser to report)."""
     if split not in info.splits:
         raise DataError(
             f"unknown split '{split}' for the {info.name} set; "
@@ -45,7 +46,7 @@ def _rows(
     rows = [
         (row, f"{csv_path}: row {row_no}")
         for row_no, row in read_rows(csv_path, columns)
-        if row["split"] == split
+        if row["split"] == split or (split == info.splits[0] and row["split"] not in info.splits)
     ]
     if not rows:
         raise DataError(f"{csv_path}: no rows for split '{split}'; re-generate the set")
@@ -74,7 +75,15 @@ class _TableReader:
     def samples(self, split: str) -> list[Sample]:
         """All samples of ``split``; raises :class:`DataError` on the first bad row."""
         rows = _rows(self.root, self.table, self.columns, split, self.info)
-        return self.problems.parse_all(rows, self._sample, split)
+        return self.problems.parse_all(rows, self._checked, split)
+
+    def _checked(self, row: dict[str, str], where: str) -> Sample:
+        if row["split"] not in self.info.splits:
+            raise DataError(
+                f"{where}: unknown split '{row['split']}'; expected one of "
+                f"{', '.join(self.info.splits)}"
+            )
+        return self._sample(row, where)
 
     def _sample(self, row: dict[str, str], where: str) -> Sample:
         raise NotImplementedError

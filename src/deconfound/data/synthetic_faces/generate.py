@@ -274,7 +274,7 @@ def _is_cached(root: Path, cfg: FaceSynthConfig) -> bool:
                 "use another root or delete it"
             )
         return True
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(f"{root} exists and is not a synthetic face set; use an empty directory")
     return False
 
