@@ -81,8 +81,8 @@ def test_an_interrupted_build_resumes_from_its_cached_chunks(
     with pytest.raises(KeyboardInterrupt):
         build_dictionary(cfg, progress=False)
     cache = tmp_path / "a" / "dict.safetensors.features"
-    assert len(list(cache.glob("features-*.npy"))) == 2
-    assert not list(cache.glob("*.tmp")) and not (tmp_path / "a" / "dict.safetensors").exists()
+    assert len(list(cache.glob("*/features-*.npy"))) == 2  # in the folder of its settings
+    assert not list(cache.rglob("*.tmp")) and not (tmp_path / "a" / "dict.safetensors").exists()
 
     monkeypatch.setattr(build_mod, "_save_npy", save)
     embedded = []
@@ -99,6 +99,15 @@ def test_an_interrupted_build_resumes_from_its_cached_chunks(
     embedded.clear()  # other masking: the cache no longer fits and is made again
     build_dictionary(_cfg(tiny_root, tmp_path / "a", "dictionary.mask_fill=blur"), progress=False)
     assert sum(embedded) == 420
+
+    # chunks whose discarding was killed half-way (their manifest already removed) are not read
+    # with other settings: they lie in a folder named after the settings that made them
+    (manifest,) = cache.glob("*/manifest.json")
+    manifest.unlink()
+    embedded.clear()
+    again = build_dictionary(cfg, progress=False)
+    assert sum(embedded) == 420 and torch.equal(again.dictionary.centres, fresh.dictionary.centres)
+    assert len(list(cache.iterdir())) == 1  # the other settings' chunks are gone
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""The ``deconfound`` command: synth, train, evaluate, dictionary build, data check, demo,
-models.
+"""The ``deconfound`` command: synth, train, evaluate, dictionary build, bias-report, data
+check, demo, models, predict.
 
 Options of a run live in YAML configs; any of them can be overridden as ``section.key=value``.
 Errors in the user's input print one line and exit with status 2.
@@ -42,6 +42,8 @@ def _train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg)
+    if not _first_process():  # the others of a distributed run stay quiet
+        return
     print(
         f"run: {result.run_dir}  best checkpoint: {result.best_checkpoint}  "
         f"best val score: {result.best_score:.4f}"
@@ -55,6 +57,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     module = load_module(args.checkpoint, args.overrides)
     splits = args.split or module.cfg.data.test_splits
     results = evaluate(module, splits)
+    if not _first_process():  # the others of a distributed run stay quiet
+        return
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -69,6 +73,8 @@ def _dictionary_build(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     result = build_dictionary(cfg)
+    if not _first_process():  # the others of a distributed run stay quiet
+        return
     d = result.dictionary
     plot = plot_cluster_classes(
         result.cluster_counts,
@@ -81,6 +87,40 @@ def _dictionary_build(args: argparse.Namespace) -> None:
         f"dictionary: {result.path} ({d.size} x {d.dim}, {d.meta['empty_clusters']} empty "
         f"clusters{ari}); classes per cluster: {plot}"
     )
+
+
+def _bias_report(args: argparse.Namespace) -> None:
+    from deconfound.config import load_config
+    from deconfound.diagnostics.report import bias_report
+
+    cfg = load_config(args.config, args.overrides)
+    report = bias_report(
+        cfg,
+        out_dir=args.out,
+        dictionary=args.dictionary,
+        checkpoint=args.checkpoint,
+        progress=cfg.trainer.progress_bar,
+    )
+    n = report.numbers
+    c, probe, model = n["clusters"], n["probe"], n["model"]
+    metric = probe["metric"]
+    print(
+        f"context clusters: {c['num_clusters']} ({c['source']}); NMI(cluster, emotion) "
+        f"{c['nmi']:.3f}, Cramér's V {c['cramers_v']:.3f}"
+    )
+    chance = "majority" if metric == "accuracy" else "prevalence"
+    rows = {"context-only probe": probe["splits"], "model": model["splits"] if model else {}}
+    for name, scores in rows.items():
+        cells = [
+            f"{s} {v[metric]:.3f}" + (f" (chance {v[chance]:.3f})" if chance in v else "")
+            for s, v in scores.items()
+            if v[metric] is not None
+        ]
+        if cells:
+            print(f"{name} {metric}: {', '.join(cells)}")
+    for note in n["notes"]:
+        print(f"note: {note}")
+    print(f"report: {report.html}  numbers: {report.json}")
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -166,6 +206,47 @@ def _models(args: argparse.Namespace) -> None:
     )
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from deconfound.predict import (
+        Predictor,
+        check_output,
+        collect_inputs,
+        drawing_paths,
+        to_jsonl,
+        write_drawings,
+        write_predictions,
+    )
+
+    if args.out:
+        check_output(args.out)
+    files, boxes = collect_inputs(args.images)
+    if args.draw:
+        drawing_paths(files, args.draw)  # a bad --draw stops before any prediction
+    predictor = Predictor(
+        args.checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+        detector=None if args.no_detect else "mtcnn",
+        top_k=args.top_k,
+        sidecar_root=args.sidecars,
+        progress=not args.no_progress,
+    )
+    predictions = predictor.predict(files, boxes, skip_bad=args.skip_bad_images)
+    if args.draw:
+        write_drawings(predictions, args.draw)
+    if not args.out:
+        sys.stdout.write(to_jsonl(predictions))
+        return
+    write_predictions(predictions, args.out)
+    counts = Counter(p.box_source or "skipped" for p in predictions)
+    print(
+        f"{args.out}: {len(predictions) - counts['skipped']} prediction(s) from {len(files)} "
+        f"image(s) ({', '.join(f'{n} {source}' for source, n in counts.items())})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deconfound", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -226,6 +307,31 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--skip-bad", action="store_true", help=skip_bad)
     b.add_argument("overrides", **overrides)
     b.set_defaults(func=_dictionary_build)
+
+    br = sub.add_parser(
+        "bias-report",
+        help="how much the context gives the emotion away, in a data set and a model: an HTML "
+        "page, PNG figures and report.json",
+        description="Cluster the person-masked training images (the nearest centre of "
+        "--dictionary, else K-means as the config's `dictionary` section says) and show the "
+        "emotions per cluster with their dependence (NMI, Cramér's V); fit a context-only "
+        "probe (logistic regression on those embeddings) and score it on the validation and "
+        "test splits (data.test_splits) against chance; with --checkpoint, score the model on "
+        "them too, with its confusions. Writes report.html (self-contained), report.json and "
+        "the figures to --out.",
+    )
+    br.add_argument(
+        "--config",
+        default="emotnet_synthetic",
+        help="YAML path or bundled config name: the data set (default: emotnet_synthetic, the "
+        "demo's synthetic confounded set)",
+    )
+    br.add_argument("--dictionary", help="a confounder dictionary (.safetensors) to cluster by")
+    br.add_argument("--checkpoint", help="a trained model's checkpoint to score on those splits")
+    br.add_argument("--out", required=True, help="output folder")
+    br.add_argument("--skip-bad", action="store_true", help=skip_bad)
+    br.add_argument("overrides", **overrides)
+    br.set_defaults(func=_bias_report)
 
     data = sub.add_parser("data", help="inspect data sets on disk")
     data_sub = data.add_subparsers(dest="action", required=True)
@@ -311,6 +417,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="confounder dictionary shape for the CCIM counts (default: 256 2048)",
     )
     m.set_defaults(func=_models)
+
+    r = sub.add_parser(
+        "predict",
+        help="predict the emotions of the people in your images with a trained checkpoint",
+        description="Find the people in each image (a box from a CSV file, else the bundled "
+        "face detector, one prediction per face, else the whole image), cut them into the "
+        "checkpoint's views as in training and write the top-k emotions with their "
+        "probabilities: JSON lines or CSV by --out's suffix (JSON lines on stdout without it).",
+    )
+    r.add_argument("checkpoint", help="a checkpoint written by deconfound train (best.ckpt)")
+    r.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGES",
+        help="image files, folders (searched recursively), glob patterns, or CSV files with "
+        "the header file,x1,y1,x2,y2 (empty box cells: detect)",
+    )
+    r.add_argument("--out", help="predictions file: .jsonl or .csv (default: JSON lines on stdout)")
+    r.add_argument("--draw", metavar="DIR", help="write copies of the images with boxes and labels")
+    r.add_argument("--top-k", type=int, default=3, help="emotions per person (3)")
+    r.add_argument("--batch-size", type=int, default=32, help="persons per forward pass (32)")
+    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (cpu)")
+    r.add_argument(
+        "--no-detect", action="store_true", help="no face detection: boxless images as a whole"
+    )
+    r.add_argument(
+        "--sidecars",
+        metavar="DIR",
+        help="folder with the images' pose/, depth/ and objects/ files, for models that read "
+        "them (GNN-CNN, EmotiCon)",
+    )
+    r.add_argument(
+        "--skip-bad",
+        dest="skip_bad_images",
+        action="store_true",
+        help="skip unreadable images and bad boxes (one warning each) instead of stopping",
+    )
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=_predict)
     return p
 
 
@@ -324,6 +469,14 @@ def _readers() -> list[str]:
     from deconfound.data import READERS
 
     return list(READERS)
+
+
+def _first_process() -> bool:
+    """Whether this is process 0 of a distributed run, or a process alone: the one that prints
+    results and writes what is not already written."""
+    from deconfound.distributed import global_rank
+
+    return global_rank() == 0
 
 
 def _quiet_lightning() -> None:

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 CLASSES = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
 SPLITS = ("train", "val", "test")
-INFO = DatasetInfo(name="caer_s", classes=CLASSES, task="multiclass", splits=SPLITS)
+INFO = DatasetInfo(
+    name="caer_s", classes=CLASSES, task="multiclass", splits=SPLITS, boxes=("face",)
+)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 

@@ -148,7 +148,7 @@ def _text_lines(path: Path) -> list[tuple[int, str]]:
 # --- IERN's mixed protocol ----------------------------------------------------------------------
 
 MIXBASIC_INFO = DatasetInfo(
-    name="mixbasic", classes=BASIC_EMOTIONS, task="multiclass", splits=SPLITS
+    name="mixbasic", classes=BASIC_EMOTIONS, task="multiclass", splits=SPLITS, boxes=("face",)
 )
 MIXBASIC_SOURCES = ("CKPlus", "MMI", "OuluCASIA")
 EMOTION_ALIASES: dict[str, int] = {
@@ -400,7 +400,9 @@ class MixBasicReader:
 # --- RAF-DB -------------------------------------------------------------------------------------
 
 RAFDB_CLASSES = ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
-RAFDB_INFO = DatasetInfo(name="rafdb", classes=RAFDB_CLASSES, task="multiclass", splits=SPLITS)
+RAFDB_INFO = DatasetInfo(
+    name="rafdb", classes=RAFDB_CLASSES, task="multiclass", splits=SPLITS, boxes=("face",)
+)
 RAFDB_LIST = Path("EmoLabel") / "list_patition_label.txt"
 
 
@@ -493,10 +495,14 @@ class RafDbReader:
 
 AFFECTNET_CLASSES = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
 AFFECTNET_INFO = DatasetInfo(
-    name="affectnet", classes=AFFECTNET_CLASSES, task="multiclass", splits=SPLITS
+    name="affectnet", classes=AFFECTNET_CLASSES, task="multiclass", splits=SPLITS, boxes=("face",)
 )
 AFFECTNET_INFO_7 = DatasetInfo(
-    name="affectnet", classes=AFFECTNET_CLASSES[:7], task="multiclass", splits=SPLITS
+    name="affectnet",
+    classes=AFFECTNET_CLASSES[:7],
+    task="multiclass",
+    splits=SPLITS,
+    boxes=("face",),
 )
 AFFECTNET_COLUMNS = (
     "subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "expression",
@@ -609,7 +615,7 @@ def _unit_float(row: dict[str, str], column: str, where: str) -> float:
 
 FER2013_CLASSES = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 FER2013_INFO = DatasetInfo(
-    name="fer2013", classes=FER2013_CLASSES, task="multiclass", splits=SPLITS
+    name="fer2013", classes=FER2013_CLASSES, task="multiclass", splits=SPLITS, boxes=("face",)
 )
 FER2013_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 FER2013_SIDE = 48

@@ -126,6 +126,9 @@ class DatasetInfo:
     task: Task = "multiclass"
     splits: tuple[str, ...] = field(default=("train", "val", "test"))
     headline: Metric | None = None
+    boxes: tuple[Literal["person", "face"], ...] = ("person",)
+    """The boxes its samples carry, as its reader makes them (``person``: a body box): those
+    a model crops and whose context view hides them (EMOTIC the body, CAER-S the face)."""
 
     @property
     def num_classes(self) -> int:

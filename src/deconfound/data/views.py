@@ -46,11 +46,18 @@ def mask_box(image: Image.Image, box: Box, fill: Fill = "zeros") -> Image.Image:
 
 class Source:
     """One sample on its way to views: its image is decoded at most once, only if a view needs
-    the pixels; ``root`` (the data set's) locates the sample's sidecar files."""
+    the pixels (or is given already decoded, as ``image``, in RGB); ``root`` (the data set's)
+    locates the sample's sidecar files."""
 
-    def __init__(self, sample: Sample, root: Path | None = None, fill: Fill = "zeros") -> None:
+    def __init__(
+        self,
+        sample: Sample,
+        root: Path | None = None,
+        fill: Fill = "zeros",
+        image: Image.Image | None = None,
+    ) -> None:
         self.sample, self.root, self.fill = sample, root, fill
-        self._image: Image.Image | None = None
+        self._image: Image.Image | None = image
 
     @property
     def image(self) -> Image.Image:
@@ -182,11 +189,13 @@ def make_views(
     sizes: Mapping[str, int],
     fill: Fill = "zeros",
     root: str | Path | None = None,
+    image: Image.Image | None = None,
 ) -> dict[str, torch.Tensor]:
     """Cut every view named in ``sizes`` (name → size) from ``sample``, decoding its image at
-    most once; ``root`` (the data set's) is needed by views read from sidecar files."""
+    most once (not at all when ``image``, the sample's picture in RGB, is given); ``root`` (the
+    data set's) is needed by views read from sidecar files."""
     unknown = set(sizes) - set(VIEWS)
     if unknown:
         raise DataError(f"unknown view(s) {sorted(unknown)}; choose from {', '.join(VIEWS)}")
-    src = Source(sample, Path(root) if root is not None else None, fill)
+    src = Source(sample, Path(root) if root is not None else None, fill, image)
     return {name: VIEWS[name](src, size) for name, size in sizes.items()}

@@ -23,12 +23,19 @@ from deconfound.data.synthetic.generate import (
 from deconfound.data.synthetic.render import EMOTIONS, SCENES
 from deconfound.errors import DataError
 
-INFO = DatasetInfo(name="synthetic", classes=EMOTIONS, task="multiclass", splits=PERSON_SPLITS)
+INFO = DatasetInfo(
+    name="synthetic",
+    classes=EMOTIONS,
+    task="multiclass",
+    splits=PERSON_SPLITS,
+    boxes=("person", "face"),
+)
 SCENES_INFO = DatasetInfo(
     name="synthetic_scenes",
     classes=tuple(s.name for s in SCENES),
     task="multiclass",
     splits=SCENE_SPLITS,
+    boxes=(),
 )
 
 

@@ -9,7 +9,13 @@ from deconfound.data.sample import BASIC_EMOTIONS, DatasetInfo
 from deconfound.data.synthetic_faces.generate import LABELS_FILE
 from deconfound.data.synthetic_faces.render import STYLES
 
-INFO = DatasetInfo(name="synthetic_faces", classes=BASIC_EMOTIONS, task="multiclass", splits=SPLITS)
+INFO = DatasetInfo(
+    name="synthetic_faces",
+    classes=BASIC_EMOTIONS,
+    task="multiclass",
+    splits=SPLITS,
+    boxes=("face",),
+)
 SOURCES: tuple[str, ...] = tuple(style.name for style in STYLES)
 """The source folders, in confounder order."""
 

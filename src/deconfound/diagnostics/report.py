@@ -1,0 +1,351 @@
+"""``deconfound bias-report``: how strongly a data set's context predicts its emotions, and how
+much a model's accuracy depends on it.
+
+Three measurements, written to one folder as PNG figures, a self-contained HTML page
+(``report.html``) and ``report.json``:
+
+1. **clusters**: each training sample's person-masked image is embedded by the scene backbone
+   and put in a context cluster: the nearest centre of a confounder dictionary, or K-means
+   clusters made as ``deconfound dictionary build`` makes them. P(emotion | cluster), and the
+   dependence between cluster and emotion (normalised and adjusted mutual information,
+   Cramér's V);
+2. **a context-only probe**: logistic regression from those embeddings to the emotion, fitted on
+   the training split and scored on it and on the validation and test splits
+   (``data.test_splits``), against chance;
+3. **a model** (with a checkpoint): its metrics on those splits (``engine.evaluate``), its
+   confusion matrices (multi-class) or per-class average precision (multi-label).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deconfound.causal.build import (
+    check_settings,
+    confounders,
+    embed_contexts,
+    file_sha256,
+    label_matrix,
+    scene_backbone,
+)
+from deconfound.causal.dictionary import ConfounderDictionary
+from deconfound.causal.kmeans import kmeans
+from deconfound.config import Config, DictionaryConfig, apply_override, from_dict, load_config
+from deconfound.data.datamodule import EmotionDataModule, Reader, open_reader
+from deconfound.data.sample import DatasetInfo, Sample
+from deconfound.diagnostics.bias import (
+    assign_clusters,
+    class_ap,
+    cluster_stats,
+    confusion,
+    context_probe,
+    model_scores,
+)
+from deconfound.errors import DataError, DeconfoundError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "emotnet_synthetic"
+"""The data set a report reads when given no config: the demo's synthetic confounded set."""
+FORMAT = "deconfound-bias-report/1"
+
+
+@dataclass(frozen=True)
+class BiasReport:
+    """A written report: its files, its numbers (``report.json``'s content), and the arrays
+    behind them (not in the JSON): each training sample's cluster, and per split the masked-
+    context embeddings and the (N, C) multi-hot labels."""
+
+    out_dir: Path
+    html: Path
+    json: Path
+    figures: dict[str, Path]
+    numbers: dict[str, Any]
+    assignments: np.ndarray
+    features: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+
+
+def bias_report(
+    cfg: Config | str | Path = DEFAULT_CONFIG,
+    *,
+    out_dir: str | Path,
+    dictionary: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> BiasReport:
+    """Measure the context bias of ``cfg``'s data set (a config, or a config's name or path with
+    ``overrides``) and, given a ``checkpoint``, of a model; write the report to ``out_dir``.
+
+    Clusters come from ``dictionary`` (its samples assigned to the nearest centre, embedded with
+    the backbone, weights and masking its metadata names), else from K-means as ``cfg``'s
+    ``dictionary`` section says. Nothing is written unless every part succeeds.
+    """
+    from deconfound.diagnostics.report_page import write_report
+
+    cfg = _resolve(cfg, overrides)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DeconfoundError(f"--out {out} is a file; give a folder for the report")
+    loaded = ConfounderDictionary.load(dictionary) if dictionary else None
+    module = _load_model(checkpoint, cfg) if checkpoint else None
+    reader = open_reader(cfg.data)
+    info, train = reader.info, cfg.data.train_split
+    samples = _samples(cfg, reader)
+    labels = {s: label_matrix(v, info.num_classes) for s, v in samples.items()}
+    _check_classes(labels[train], info, cfg)
+    k = loaded.size if loaded is not None else cfg.dictionary.num_clusters
+    if k > len(samples[train]):
+        raise DeconfoundError(
+            f"dictionary.num_clusters={k} exceeds the {len(samples[train])} training samples; "
+            "lower it"
+        )
+    d, notes = _embedding_settings(cfg, loaded, dictionary)
+    features, meta = _features(
+        replace(cfg, dictionary=d), samples, info, loaded, dictionary, progress
+    )
+    if loaded is not None:
+        notes += _provenance(loaded, meta, dictionary)
+        assignments = assign_clusters(features[train], loaded.centres.numpy())
+    else:
+        assignments = kmeans(
+            features[train], k, backend=d.kmeans, iters=d.iters, seed=d.seed
+        ).labels
+    embedding = ("backbone", "weights", "weights_sha256", "mask_fill", "image_size")
+    numbers: dict[str, Any] = {
+        "format": FORMAT,
+        "dataset": _dataset_numbers(cfg, info, samples),
+        "embedding": {key: meta[key] for key in embedding},
+        "clusters": {
+            "source": "dictionary" if loaded is not None else "kmeans",
+            "dictionary": str(dictionary) if dictionary else None,
+            **cluster_stats(assignments, labels[train], k, info, confounders(samples[train])),
+        },
+        "probe": context_probe(features, labels, train, info),
+        "model": None,
+        "notes": notes,
+    }
+    if module is not None:
+        numbers["model"] = _model_numbers(module, checkpoint, cfg, list(samples)[1:], info)
+    files = write_report(out, numbers, info)
+    figures = {name: path for name, path in files.items() if name not in ("html", "json")}
+    return BiasReport(
+        out, files["html"], files["json"], figures, numbers, assignments, features, labels
+    )
+
+
+def _resolve(cfg: Config | str | Path, overrides: list[str] | None) -> Config:
+    if not isinstance(cfg, Config):
+        return load_config(cfg, overrides)
+    if not overrides:
+        return cfg
+    raw = cfg.to_dict()
+    for item in overrides:
+        apply_override(raw, item)
+    return from_dict(Config, raw, "overrides")
+
+
+def _load_model(checkpoint: str | Path, cfg: Config) -> Any:
+    """The checkpoint's module, refused when it was trained on another data set."""
+    from deconfound.engine.run import load_module
+
+    if not Path(checkpoint).is_file():
+        raise DeconfoundError(
+            f"checkpoint {checkpoint} not found; give a .ckpt file that `deconfound train` "
+            "wrote (runs/NAME/checkpoints/best.ckpt)"
+        )
+    module = load_module(checkpoint)
+    trained_on = module.cfg.data.dataset
+    if trained_on != cfg.data.dataset:
+        raise DeconfoundError(
+            f"checkpoint {checkpoint} was trained on data set '{trained_on}', not on "
+            f"'{cfg.data.dataset}'; give the config of its data set (--config) or a checkpoint "
+            f"trained on {cfg.data.dataset}"
+        )
+    return module
+
+
+def _samples(cfg: Config, reader: Reader) -> dict[str, list[Sample]]:
+    """The training split's samples, then those of the config's validation and test splits
+    (``data.test_splits``: every held-out split of the synthetic set) that are not empty."""
+    train = cfg.data.train_split
+    names = dict.fromkeys([train, cfg.data.val_split, *cfg.data.test_splits])
+    samples = {s: reader.samples(s) for s in names}
+    if not samples[train]:
+        raise DataError(f"{cfg.data.root}: split '{train}' holds no samples; check data.root")
+    samples = {s: v for s, v in samples.items() if v}
+    if len(samples) == 1:
+        raise DataError(
+            f"{cfg.data.root}: no held-out split with samples ({', '.join(list(names)[1:])}); "
+            "name one in data.val_split or data.test_splits"
+        )
+    return samples
+
+
+def _check_classes(labels: np.ndarray, info: DatasetInfo, cfg: Config) -> None:
+    """Refuse a training split in which no class can be told from another."""
+    counts = labels.sum(axis=0)
+    usable = (counts > 0) & (counts < len(labels)) if info.task == "multilabel" else counts > 0
+    if usable.sum() < (1 if info.task == "multilabel" else 2):
+        present = [c for c, n in zip(info.classes, counts, strict=True) if n] or ["none"]
+        raise DataError(
+            f"{cfg.data.root}: split '{cfg.data.train_split}' has {len(labels)} samples of "
+            f"class(es) {', '.join(present)} only; a bias report needs at least two classes "
+            "present, so give the full data set (data.root, data.train_split)"
+        )
+
+
+def _embedding_settings(
+    cfg: Config, loaded: ConfounderDictionary | None, path: str | Path | None
+) -> tuple[DictionaryConfig, list[str]]:
+    """How to embed the masked contexts: ``cfg.dictionary``, or as the dictionary was built
+    (backbone, weights, masking, size, seed from its metadata); notes on what was assumed."""
+    d = copy.deepcopy(cfg.dictionary)
+    check_settings(d)
+    if loaded is None:
+        if d.weights and not Path(d.weights).is_file():
+            raise DeconfoundError(
+                f"dictionary.weights={d.weights} (the scene backbone's weights) not found; train "
+                "it (`deconfound train --config scenes_synthetic` on the synthetic set), give "
+                "--dictionary PATH, or set dictionary.weights=null for random weights"
+            )
+        return d, []
+    meta, notes = loaded.meta, []
+    for key in ("backbone", "weights", "image_size", "mask_fill", "seed"):
+        if key in meta:
+            setattr(d, key, meta[key])
+        else:
+            notes.append(
+                f"{path}'s metadata lacks '{key}'; used dictionary.{key}={getattr(d, key)}"
+            )
+    if d.weights and meta.get("weights_sha256"):
+        weights = Path(d.weights)
+        if not weights.is_file():
+            raise DeconfoundError(
+                f"{path} was built with scene backbone weights {weights}, which are not found; "
+                "put that file back or rebuild the dictionary"
+            )
+        if file_sha256(weights) != meta["weights_sha256"]:
+            raise DeconfoundError(
+                f"{weights} has changed since {path} was built with it (another SHA-256); "
+                "rebuild the dictionary with `deconfound dictionary build`"
+            )
+    return d, notes
+
+
+def _features(
+    cfg: Config,
+    samples: dict[str, list[Sample]],
+    info: DatasetInfo,
+    loaded: ConfounderDictionary | None,
+    dictionary: str | Path | None,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each split's masked-context embeddings by the scene backbone ``cfg.dictionary`` names
+    (refused when its width is not the dictionary's), and the training split's record of how
+    they were made. Computed in a temporary folder; the training split starts from the chunks
+    a dictionary build cached (linked, so they are never changed), which ``embed_contexts``
+    uses when they were made with the same settings."""
+    backbone = scene_backbone(cfg.dictionary)
+    if loaded is not None and loaded.dim != backbone.num_features:
+        raise DeconfoundError(
+            f"{dictionary}: dictionary width is {loaded.dim} but its scene backbone "
+            f"{cfg.dictionary.backbone} embeds {backbone.num_features}-d features; rebuild it "
+            "with `deconfound dictionary build` (or give the dictionary made for this backbone)"
+        )
+    reuse = dictionary or cfg.model.dictionary
+    features, meta = {}, {}
+    with tempfile.TemporaryDirectory(prefix="deconfound-report-") as tmp:
+        for split, split_samples in samples.items():
+            cache = Path(tmp, split)
+            if split == cfg.data.train_split and reuse:
+                _link_tree(Path(f"{reuse}.features"), cache)
+            features[split], m = embed_contexts(
+                cfg, split_samples, info, backbone, cache, split=split, progress=progress
+            )
+            meta = meta or m
+    return features, meta
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard links (copies across filesystems) of the files under ``source`` in ``target``."""
+    if not source.is_dir():
+        return
+    for f in source.rglob("*"):
+        if f.is_file() and not f.name.startswith("."):
+            dest = target / f.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, dest)
+            except OSError:
+                shutil.copy2(f, dest)
+
+
+def _provenance(loaded: ConfounderDictionary, meta: dict[str, Any], path: Any) -> list[str]:
+    """Notes where the dictionary was built from other data than this training split."""
+    built = loaded.meta
+    if "dataset_fingerprint" not in built:
+        return []
+    if built["dataset_fingerprint"] == meta["dataset_fingerprint"]:
+        return []
+    return [
+        f"{path} was built from {built.get('dataset')} '{built.get('split')}' "
+        f"({built.get('num_samples')} samples), not from this training split; its clusters "
+        "are used as given"
+    ]
+
+
+def _dataset_numbers(cfg: Config, info: DatasetInfo, samples: dict[str, list[Sample]]) -> dict:
+    return {
+        "name": info.name,
+        "root": str(cfg.data.root),
+        "task": info.task,
+        "metric": info.metric,
+        "classes": list(info.classes),
+        "train_split": cfg.data.train_split,
+        "splits": {s: len(v) for s, v in samples.items()},
+    }
+
+
+def _model_numbers(
+    module: Any, checkpoint: Any, cfg: Config, splits: list[str], info: DatasetInfo
+) -> dict[str, Any]:
+    """The model's metrics on ``splits`` (``engine.evaluate``) and per split its confusion
+    matrix (multi-class) or per-class average precision and prevalence (multi-label)."""
+    from deconfound.engine.run import evaluate
+
+    data_cfg = replace(
+        module.cfg.data,  # the views, sizes and masking the model was trained with
+        root=cfg.data.root,
+        args=cfg.data.args,
+        skip_bad=cfg.data.skip_bad,
+        synthetic=cfg.data.synthetic,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+    )
+    data = EmotionDataModule(data_cfg, module.model.views)
+    out: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "model": module.cfg.model.name,
+        "intervention": module.cfg.model.intervention,
+        "metric": info.metric,
+        "splits": evaluate(module, splits, data),
+    }
+    per_split = {s: model_scores(module, data.loader(s), info.task) for s in splits}
+    if info.task == "multiclass":
+        out["confusion"] = {
+            s: confusion(*v, info.num_classes).tolist() for s, v in per_split.items()
+        }
+    else:
+        out["class_ap"] = {s: class_ap(*v, info.classes) for s, v in per_split.items()}
+    return out

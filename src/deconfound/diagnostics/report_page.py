@@ -1,0 +1,459 @@
+"""A bias report's figures (PNG), its page (one HTML file, figures embedded) and
+``report.json``, from the numbers ``diagnostics.report`` measured."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import tempfile
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deconfound.data.sample import DatasetInfo
+from deconfound.diagnostics.plots import (
+    plot_class_ap,
+    plot_cluster_classes,
+    plot_confusion,
+    plot_split_metrics,
+)
+from deconfound.io import atomic_write, atomic_write_text
+
+
+def write_report(out: Path, numbers: dict[str, Any], info: DatasetInfo) -> dict[str, Path]:
+    """Draw the figures, write them, ``report.html`` and ``report.json`` (with the figures'
+    file names added to ``numbers``) to ``out``; returns the paths by name (``html``,
+    ``json``, and each figure's). Everything is drawn before the first file is written, and
+    each file is written atomically."""
+    with tempfile.TemporaryDirectory(prefix="deconfound-report-") as tmp:
+        drawn = {name: path.read_bytes() for name, path in _figures(Path(tmp), numbers, info)}
+    numbers["figures"] = {name: f"{name}.png" for name in drawn}
+    page = render_html(numbers, drawn)
+    payload = json.dumps(_finite(numbers), indent=2, allow_nan=False) + "\n"
+    stale = _previous_figures(out / "report.json") - set(numbers["figures"].values())
+    paths = {
+        name: atomic_write(out / f"{name}.png", lambda t, b=b: t.write_bytes(b))
+        for name, b in drawn.items()
+    }
+    paths["html"] = atomic_write_text(out / "report.html", page)
+    paths["json"] = atomic_write_text(out / "report.json", payload)
+    for name in stale:  # figures of an earlier report in this folder that this one lacks
+        (out / name).unlink(missing_ok=True)
+    return paths
+
+
+def _figures(tmp: Path, numbers: dict[str, Any], info: DatasetInfo) -> list[tuple[str, Path]]:
+    """Draw every figure into ``tmp``; (name, path) pairs."""
+    probe, model = numbers["probe"], numbers["model"]
+    metric, train = probe["metric"], numbers["dataset"]["train_split"]
+    counts = np.array(numbers["clusters"]["counts"])
+    title = f"{info.name} {train}: P(emotion | context cluster)"
+    figures = [
+        (
+            "clusters",
+            plot_cluster_classes(
+                counts, info.classes, tmp / "clusters.png", title=title, show_counts=True
+            ),
+        ),
+    ]
+    bars = _bars(probe, model, train, info)
+    plots = {"probe": "context-only probe vs. chance", "splits": "model vs. context-only probe"}
+    for name, what in plots.items():
+        if name == "splits" and model is None:
+            continue
+        results = bars if name == "splits" else {k: v for k, v in bars.items() if k != "model"}
+        chance = 1 / info.num_classes if info.task == "multiclass" else None
+        path = plot_split_metrics(
+            results,
+            metric,
+            tmp / f"{name}.png",
+            chance=chance,
+            title=f"{what} ({metric})",
+            legend_outside=True,
+        )
+        figures.append((name, path))
+    for split in model["splits"] if model else ():
+        if "confusion" in model:
+            score = model["splits"][split][metric]
+            path = plot_confusion(
+                np.array(model["confusion"][split]),
+                info.classes,
+                tmp / f"confusion-{split}.png",
+                title=f"{split}: {metric} {score:.3f}",
+            )
+            figures.append((f"confusion-{split}", path))
+        else:
+            path = plot_class_ap(
+                model["class_ap"][split],
+                tmp / f"class-ap-{split}.png",
+                title=f"{split}: average precision per class",
+            )
+            figures.append((f"class-ap-{split}", path))
+    return figures
+
+
+def _bars(
+    probe: dict, model: dict | None, train: str, info: DatasetInfo
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Method → split → metric → value, for ``plot_split_metrics``: chance, the probe, the
+    model, on every split but the training one."""
+    metric, scores = probe["metric"], probe["splits"]
+    splits = [s for s, v in scores.items() if s != train and v[metric] is not None]
+    chance, label = (
+        ("majority", "majority class") if info.task == "multiclass" else ("prevalence", "chance")
+    )
+    bars = {
+        label: {s: {metric: scores[s][chance]} for s in splits},
+        "context-only probe": {s: {metric: scores[s][metric]} for s in splits},
+    }
+    if model is not None:
+        bars["model"] = {s: {metric: model["splits"][s][metric]} for s in splits}
+    return bars
+
+
+def render_html(numbers: dict[str, Any], figures: dict[str, bytes]) -> str:
+    """The report as one HTML page: no external resources, figures as data URIs."""
+
+    def img(name: str, alt: str) -> str:
+        data = base64.b64encode(figures[name]).decode("ascii")
+        return f'<figure><img src="data:image/png;base64,{data}" alt="{escape(alt)}"></figure>'
+
+    title = escape(f"Bias report: {numbers['dataset']['name']}")
+    body = [
+        _header(numbers),
+        _clusters_html(numbers, img("clusters", "emotions per context cluster")),
+        _probe_html(numbers, img("probe", "context-only probe per split")),
+        _model_html(numbers, img),
+        _provenance_html(numbers),
+    ]
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+        + "\n".join(body)
+        + "\n</main>\n</body>\n</html>\n"
+    )
+
+
+CSS = """
+:root { --fg: #1d232a; --muted: #56616d; --line: #e3e7ec; --rule: #d3d9e0; --soft: #f4f6f9;
+  --accent: #2f6db5; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--soft); color: var(--fg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+  sans-serif; }
+main { max-width: 1080px; margin: 0 auto; padding: 28px 32px 48px; background: #fff; }
+h1 { font-size: 26px; margin: 0 0 2px; }
+h2 { font-size: 20px; margin: 32px 0 6px; padding-top: 18px; border-top: 1px solid var(--rule); }
+h3 { font-size: 15px; margin: 4px 0; }
+p { max-width: 84ch; margin: 6px 0; }
+.muted, .explain { color: var(--muted); }
+.explain b { color: var(--fg); font-weight: 600; }
+code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  background: var(--soft); padding: 1px 4px; border-radius: 3px; }
+table { border-collapse: collapse; margin: 10px 0 14px; font-variant-numeric: tabular-nums; }
+th, td { padding: 4px 16px 4px 0; border-bottom: 1px solid var(--line); text-align: left;
+  vertical-align: top; }
+.num { text-align: right; }
+thead th { font-weight: 600; color: var(--muted); font-size: 13px; }
+td.meaning { color: var(--muted); font-size: 13.5px; max-width: 60ch; }
+figure { margin: 12px 0; }
+figure img { max-width: 100%; height: auto; display: block; }
+.pair { display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }
+.pair > figure { flex: 1 1 560px; margin-top: 0; }
+.pair > div { flex: 0 1 360px; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0 10px; }
+.card { flex: 1 1 210px; border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; }
+.card .value { font-size: 24px; font-weight: 600; color: var(--accent); }
+.card .label { color: var(--muted); font-size: 13px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 8px; }
+.note { background: #fff8e6; border-left: 3px solid #e0a800; padding: 6px 12px; }
+nav a { color: var(--accent); margin-right: 16px; text-decoration: none; }
+"""
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, int | np.integer):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    return "p < 1e-300" if value == 0 else f"p = {value:.2g}"
+
+
+def _table(head: list[str], rows: list[list[Any]], meaning: bool = False) -> str:
+    """An HTML table; a column of numbers (or of texts that start with one) is right-aligned,
+    and with ``meaning`` the last column is a muted explanation."""
+
+    def numeric(c: Any) -> bool:
+        return not isinstance(c, str) or c[:1].isdigit() or c == "–"
+
+    right = [j > 0 and all(numeric(r[j]) for r in rows) for j in range(len(head))]
+    if meaning:
+        right[-1] = False
+
+    def cls(j: int) -> str:
+        last = meaning and j == len(head) - 1
+        return ' class="num"' if right[j] else ' class="meaning"' if last else ""
+
+    cells = "".join(f"<th{cls(j) if right[j] else ''}>{escape(h)}</th>" for j, h in enumerate(head))
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{cls(j)}>{c if isinstance(c, str) else _f(c)}</td>" for j, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _card(value: str, label: str) -> str:
+    return (
+        f'<div class="card"><div class="value">{value}</div><div class="label">{label}</div></div>'
+    )
+
+
+def _explain(what: str, how: str) -> str:
+    return (
+        f'<p class="explain"><b>What it shows.</b> {what}</p>'
+        f'<p class="explain"><b>How to read it.</b> {how}</p>'
+    )
+
+
+def _header(n: dict[str, Any]) -> str:
+    d, c, probe, model = n["dataset"], n["clusters"], n["probe"], n["model"]
+    splits = ", ".join(f"{escape(s)} {k:,}" for s, k in d["splits"].items())
+    metric = probe["metric"]
+    evals = [s for s in probe["splits"] if s != d["train_split"]]
+    cards = [
+        _card(_f(c["nmi"]), "NMI(context cluster, emotion)"),
+        _card(_f(c["cramers_v"]), "Cramér's V(context cluster, emotion)"),
+    ]
+    if evals:
+        first = probe["splits"][evals[0]]
+        chance = first.get("majority", first.get("prevalence"))
+        label = f"context-only {metric} on {escape(evals[0])} (chance {_f(chance)})"
+        cards.append(_card(_f(first[metric]), label))
+    if model is not None and model["splits"]:
+        scores = {s: v[metric] for s, v in model["splits"].items()}
+        hi, lo = max(scores, key=scores.__getitem__), min(scores, key=scores.__getitem__)
+        label = f"model {metric}: best split ({escape(hi)}) → worst ({escape(lo)})"
+        cards.append(_card(f"{_f(scores[hi])} → {_f(scores[lo])}", label))
+    return (
+        f"<header><h1>Bias report: {escape(d['name'])}</h1>"
+        '<p class="muted">How much the context (the image with the person hidden) gives the '
+        "emotion away in this data set, and how much a model depends on it.</p>"
+        f'<p class="muted">Data <code>{escape(d["root"])}</code> · {escape(d["task"])}, '
+        f"{len(d['classes'])} classes · samples per split: {splits}</p>"
+        f'<div class="cards">{"".join(cards)}</div>'
+        '<nav><a href="#clusters">1. Context clusters</a><a href="#probe">2. Context-only '
+        'probe</a><a href="#model">3. Model</a><a href="#made">How this was made</a></nav>'
+        "</header>"
+    )
+
+
+def _clusters_html(n: dict[str, Any], figure: str) -> str:
+    c, d = n["clusters"], n["dataset"]
+    multilabel = d["task"] == "multilabel"
+    source = (
+        f"the nearest centre of the dictionary <code>{escape(str(c['dictionary']))}</code>"
+        if c["source"] == "dictionary"
+        else "K-means, as <code>deconfound dictionary build</code> makes a dictionary"
+    )
+    what = (
+        f"Each <code>{escape(d['train_split'])}</code> image is embedded by the scene backbone "
+        f"with the person masked out and put in a context cluster: {source}."
+    )
+    share = "the share of the cluster's samples with that emotion"
+    if multilabel:
+        share += " (people have several emotions, so rows need not sum to 1)"
+    how = (
+        "In the heat map each row is a cluster (largest first; n: its samples), each column an "
+        f"emotion, each cell {share}. Without context bias every row would show the same "
+        "mix of emotions; a bright cell means the scene alone gives that emotion away."
+    )
+    per = " (per emotion, present or not, averaged)" if multilabel else ""
+    rows = [
+        ["clusters", f"{c['num_clusters']} ({c['empty_clusters']} empty)", ""],
+        [
+            "NMI",
+            c["nmi"],
+            f"normalised mutual information{per}: 0 when cluster and emotion "
+            "are independent, 1 when one determines the other",
+        ],
+    ]
+    if not multilabel:
+        rows += [
+            [
+                "AMI",
+                c["ami"],
+                "NMI corrected for chance: about 0 for independent labels, "
+                "whatever the number of clusters",
+            ],
+            ["Cramér's V", c["cramers_v"], "the same dependence from the χ² statistic, 0 to 1"],
+            ["χ²", f"{c['chi2']:.1f} ({_p(c['p_value'])})", "test of independence"],
+            [
+                "purity",
+                c["purity"],
+                "the share of samples of their cluster's most frequent "
+                "emotion: guessing the emotion from the cluster alone",
+            ],
+        ]
+    else:
+        rows.append(["Cramér's V", c["cramers_v"], f"from the χ² statistic, 0 to 1{per}"])
+    if "ari_vs_context" in c:
+        rows.append(
+            [
+                "ARI vs. hidden context",
+                c["ari_vs_context"],
+                "agreement of the clusters with the context the data set records "
+                "(the synthetic scene type): 0 chance, 1 the same partition",
+            ]
+        )
+    if "nmi_context_emotion" in c:
+        rows.append(
+            [
+                "NMI(hidden context, emotion)",
+                c["nmi_context_emotion"],
+                "the dependence in the data themselves, without clustering",
+            ]
+        )
+    return (
+        f'<section id="clusters"><h2>1. Emotions per context cluster</h2>{_explain(what, how)}'
+        f"{_table(['measure', 'value', 'meaning'], rows, meaning=True)}"
+        f'<div class="pair">{figure}<div>{_largest_clusters(c, d["classes"])}</div></div>'
+        "</section>"
+    )
+
+
+def _largest_clusters(c: dict[str, Any], classes: list[str], k: int = 12) -> str:
+    counts, sizes = np.array(c["counts"]), np.array(c["sizes"])
+    rows = []
+    for i in np.argsort(-sizes, kind="stable")[:k]:
+        if sizes[i] == 0:
+            break
+        top = int(counts[i].argmax())
+        rows.append([f"z{i}", int(sizes[i]), escape(classes[top]), counts[i, top] / sizes[i]])
+    head = ["cluster", "samples", "top emotion", "its share"]
+    return f"<h3>The {len(rows)} largest clusters</h3>{_table(head, rows)}"
+
+
+def _probe_html(n: dict[str, Any], figure: str) -> str:
+    p, d = n["probe"], n["dataset"]
+    metric, train = p["metric"], d["train_split"]
+    rows = []
+    for split, v in p["splits"].items():
+        name = f"{escape(split)} (fitted on)" if split == train else escape(split)
+        if metric == "accuracy":
+            gain = v["accuracy"] - v["majority"]
+            rows.append([name, v["n"], v["accuracy"], v["majority"], v["uniform"], gain])
+        else:
+            rows.append([name, v["n"], v["classes"], v["mAP"], v["prevalence"]])
+    if metric == "accuracy":
+        head = ["split", "samples", "probe", "majority class", "uniform 1/C", "probe − majority"]
+        chance = (
+            f"the majority rate (always answering the most frequent {escape(train)} emotion, "
+            f"<em>{escape(p['majority_class'])}</em>) and 1/C (a uniform guess)"
+        )
+    else:
+        head = ["split", "samples", "classes", "probe mAP", "chance (mean prevalence)"]
+        chance = "the mean prevalence of the classes present (the AP of a random score)"
+    what = (
+        f"A logistic regression fitted on the <code>{escape(train)}</code> split's masked-"
+        "context embeddings (those clustered above): the person is hidden, so whatever it "
+        f"predicts it learns from the scene. Its {metric} on every split."
+    )
+    how = (
+        f"Compare it with chance: {chance}. Well above chance on the training distribution "
+        "means the data set rewards a model for reading the scene instead of the person; on a "
+        "split where the scene misleads (the synthetic set's <code>test_anti</code>) it drops "
+        "to chance or below."
+    )
+    return (
+        f'<section id="probe"><h2>2. What the context alone predicts</h2>{_explain(what, how)}'
+        f"{_table(head, rows)}{figure}</section>"
+    )
+
+
+def _model_html(n: dict[str, Any], img: Any) -> str:
+    m = n["model"]
+    if m is None:
+        return (
+            '<section id="model"><h2>3. The model</h2><p class="muted">No checkpoint given. '
+            "Run <code>deconfound bias-report … --checkpoint runs/NAME/checkpoints/best.ckpt"
+            "</code> to add a model's scores on every split.</p></section>"
+        )
+    metric = n["probe"]["metric"]
+    names = [k for k in next(iter(m["splits"].values())) if k != "loss"] + ["loss"]
+    samples = n["dataset"]["splits"]
+    rows = [[escape(s), samples[s], *(v.get(k) for k in names)] for s, v in m["splits"].items()]
+    head = ["split", "samples", *(k.replace("_", " ") for k in names)]
+    kind = "confusion" if "confusion" in m else "class-ap"
+    alt = "confusion matrix" if kind == "confusion" else "average precision per emotion"
+    grid = "".join(img(f"{kind}-{s}", f"{alt} on {s}") for s in m["splits"])
+    what = (
+        f"The checkpoint <code>{escape(m['checkpoint'])}</code> ({escape(m['model'])}, "
+        f"intervention <code>{escape(m['intervention'])}</code>) scored on every split as "
+        "<code>deconfound evaluate</code> scores it, beside the context-only probe and chance."
+    )
+    how = (
+        "A model that reads the person scores about the same on every split; one that leans "
+        "on the context scores high where the probe does and drops where the context misleads: "
+        "the gap between its best and worst split measures that reliance. "
+        + (
+            "In the confusion matrices rows are the true emotion, columns the predicted one; "
+            "a cell's colour is its share of the true emotion's samples, its number the count."
+            if kind == "confusion"
+            else "The bars are each emotion's average precision; the mark is its prevalence, "
+            "the AP of a random score."
+        )
+    )
+    return (
+        f'<section id="model"><h2>3. The model</h2>{_explain(what, how)}'
+        f"{_table(head, rows)}{img('splits', f'model {metric} per split')}"
+        f'<div class="grid">{grid}</div></section>'
+    )
+
+
+def _provenance_html(n: dict[str, Any]) -> str:
+    e, c = n["embedding"], n["clusters"]
+    rows = [
+        ["scene backbone", f"<code>{escape(str(e['backbone']))}</code>"],
+        ["its weights", f"<code>{escape(str(e['weights'] or 'random (seeded)'))}</code>"],
+        [
+            "masked image",
+            f"side {e['image_size']} px, the person filled with {escape(e['mask_fill'])}",
+        ],
+        ["clusters", "a dictionary's centres" if c["source"] == "dictionary" else "K-means"],
+        ["probe", "standardised embeddings, scikit-learn LogisticRegression (C = 1)"],
+    ]
+    notes = "".join(f'<p class="note">{escape(t)}</p>' for t in n["notes"])
+    return (
+        '<section id="made"><h2>How this was made</h2>'
+        f"{_table(['', ''], rows)}{notes}"
+        '<p class="muted">Every number on this page is in <code>report.json</code> beside '
+        "it.</p></section>"
+    )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (not JSON) replaced by None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _previous_figures(path: Path) -> set[str]:
+    try:
+        return set(json.loads(path.read_text())["figures"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
