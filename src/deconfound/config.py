@@ -132,15 +132,32 @@ class OptimConfig:
     hold_epochs: int = 0
 
 
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
+"""Lightning's strategies a run may use: one process (``auto``) or distributed data parallel
+(``ddp``; with ``find_unused_parameters`` for models that leave some weights out of a loss)."""
+
+
 @dataclass
 class TrainerConfig:
-    """How to run: epochs, seed, hardware and precision (passed to Lightning's Trainer)."""
+    """How to run: epochs, seed, hardware and precision (passed to Lightning's Trainer).
+
+    Several processes (``strategy: ddp``): ``devices`` per node, on ``num_nodes`` nodes, each
+    process loading ``data.batch_size`` samples per step (the global batch is that times the
+    number of processes); ``sync_batchnorm`` normalises with the statistics of the global batch
+    (GPUs only).
+    """
 
     max_epochs: int = 10
     seed: int = 0
     accelerator: str = "auto"
     devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    sync_batchnorm: bool = False
     precision: str = "32-true"
+    channels_last: bool = False
+    """Image views and the model in channels-last memory order (faster convolutions on GPUs
+    with tensor cores, above all with ``precision: 16-mixed`` or ``bf16-mixed``)."""
     deterministic: bool = True
     progress_bar: bool = True
     log_every_n_steps: int = 20
@@ -148,6 +165,16 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         _at_least(self.max_epochs, 1, "trainer.max_epochs")
         _at_least(self.log_every_n_steps, 1, "trainer.log_every_n_steps")
+        _at_least(self.num_nodes, 1, "trainer.num_nodes")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"unknown trainer.strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}"
+            )
+        if self.sync_batchnorm and self.accelerator == "cpu":
+            raise ConfigError(
+                "'trainer.sync_batchnorm' needs GPUs (torch's SyncBatchNorm does not run on the "
+                "CPU); leave it false with trainer.accelerator=cpu"
+            )
 
 
 def _at_least(value: int, low: int, key: str) -> None:

@@ -10,7 +10,8 @@ from typing import Any, Protocol
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from deconfound.config import DataConfig, construct
 from deconfound.data.annotations import Problems
@@ -142,29 +143,41 @@ def epoch_seed(seed: int, epoch: int, stream: str) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1
 
 
-class EpochShuffle(RandomSampler):
-    """A random order of a dataset that is a pure function of (``seed``, epoch).
+class EpochShuffle(DistributedSampler):
+    """A random order of a dataset that is a pure function of (``seed``, epoch), dealt out to
+    ``num_replicas`` processes.
 
     Lightning calls :meth:`set_epoch` before each training epoch, a resumed run included (with
     the epoch it resumes at), so a run resumed from a checkpoint sees each later epoch's samples
     in the order the uninterrupted run saw them: the order neither depends on torch's global
     random state (which a new process does not share) nor on how often the sampler was iterated.
-    Under distributed training Lightning replaces any ``RandomSampler`` (this one included) by a
-    ``DistributedSampler``, whose order is a function of the seed given to ``seed_everything``
-    (``trainer.seed``) and the epoch likewise.
+
+    With several processes (distributed training), process ``rank`` takes every
+    ``num_replicas``-th index of that same order, from the ``rank``-th on, and the last
+    ``N % num_replicas`` are left out, so that every process has as many. The processes' k-th
+    batches of ``b`` samples then hold together exactly the k-th batch of ``b * num_replicas``
+    samples of a single process: a run on several processes sees the global batches of a run on
+    one (only the batch-norm statistics, per process, and the dropout masks differ). Being a
+    ``DistributedSampler``, it is left in place by Lightning, which replaces other samplers.
     """
 
-    def __init__(self, data_source: Sized, seed: int = 0) -> None:
-        super().__init__(data_source, generator=torch.Generator())
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(
+        self, data_source: Sized, seed: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        super().__init__(
+            data_source,  # type: ignore[arg-type]
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=True,  # the last N % num_replicas (none for one process)
+        )
 
     def __iter__(self) -> Iterator[int]:
-        assert self.generator is not None
-        self.generator.manual_seed(epoch_seed(self.seed, self.epoch, "shuffle"))
-        return super().__iter__()
+        generator = torch.Generator()
+        generator.manual_seed(epoch_seed(self.seed, self.epoch, "shuffle"))
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 class EmotionDataModule(L.LightningDataModule):
@@ -205,24 +218,55 @@ class EmotionDataModule(L.LightningDataModule):
             )
         return self._datasets[split]
 
-    def loader(self, split: str, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    def loader(
+        self, split: str, *, shuffle: bool = False, seed: int = 0, replicas: int = 1, rank: int = 0
+    ) -> DataLoader:
         """A loader over ``split``, in order; or shuffled for training, in an order that is a
-        pure function of (``seed``, epoch) (:class:`EpochShuffle`)."""
+        pure function of (``seed``, epoch) (:class:`EpochShuffle`).
+
+        With ``replicas`` processes (distributed), the loader of process ``rank`` holds its
+        share: in training its part of each global batch (:class:`EpochShuffle`); in
+        evaluation every ``replicas``-th sample, none twice and none added to even the shares
+        out (Lightning's ``UnrepeatedDistributedSampler``, which Lightning leaves in place), so
+        that metrics gathered from all the processes are those of the whole split.
+        """
         dataset = self.dataset(split)
+        sampler: Sampler[int] | None = None
+        if shuffle:
+            sampler = EpochShuffle(dataset, seed, replicas, rank)
+        elif replicas > 1:
+            if len(dataset) < replicas:
+                raise ConfigError(
+                    f"split '{split}' has {len(dataset)} samples, fewer than the {replicas} "
+                    "processes that would share it; use fewer devices"
+                )
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=replicas, rank=rank, shuffle=False
+            )
+        size = len(sampler) if sampler is not None else len(dataset)  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=self.cfg.batch_size,
-            sampler=EpochShuffle(dataset, seed) if shuffle else None,
+            sampler=sampler,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
-            drop_last=shuffle and len(dataset) > self.cfg.batch_size,
+            drop_last=shuffle and size > self.cfg.batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.cfg.train_split, shuffle=True, seed=self.shuffle_seed)
+        return self.loader(
+            self.cfg.train_split, shuffle=True, seed=self.shuffle_seed, **self._share()
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader(self.cfg.val_split)
+        return self.loader(self.cfg.val_split, **self._share())
+
+    def _share(self) -> dict[str, int]:
+        """This process's place among the processes of the trainer it is attached to."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {"replicas": trainer.world_size, "rank": trainer.global_rank}
 
 
 def synthetic_root(base: str | Path, cfg: SynthConfig | FaceSynthConfig) -> Path:

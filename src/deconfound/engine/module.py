@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import Config, OptimConfig, from_dict
@@ -47,6 +48,8 @@ class EmotionModule(L.LightningModule):
         )
         self.val_metrics = make_metrics(self.info, "val/")
         self.test_metrics = make_metrics(self.info, "test/")
+        # the loss over all the samples of all the processes, each sample weighing the same
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(views)
@@ -59,6 +62,10 @@ class EmotionModule(L.LightningModule):
         """The multiplicative combination loss over the modality heads' logits (EmotiCon)."""
         beta = self.cfg.loss.modality_beta
         return multiplicative(modality_logits, y, task=self.info.task, beta=beta)
+
+    def setup(self, stage: str) -> None:
+        if self.cfg.trainer.channels_last:  # convolutions then run channels-last, whatever
+            self.model.to(memory_format=torch.channels_last)  # the order of their input
 
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(-1) if self.info.task == "multiclass" else logits.sigmoid()
@@ -120,7 +127,9 @@ class EmotionModule(L.LightningModule):
         logits = self(views)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(self._scores(logits), y.long() if self.info.task == "multilabel" else y)
-        self.log(f"{stage}/loss", self.loss(logits, y), batch_size=len(y))
+        losses = self.val_loss if stage == "val" else self.test_loss
+        losses.update(self.loss(logits, y), weight=len(y))
+        self.log(f"{stage}/loss", losses)
         self.log_dict(metrics, prog_bar=stage == "val")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

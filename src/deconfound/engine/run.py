@@ -26,8 +26,19 @@ from deconfound.io import atomic_write
 log = logging.getLogger(__name__)
 
 # Options that may differ between a run and its resumption (the dictionary section only says how
-# model.dictionary was built; the model holds the dictionary itself).
-RESUMABLE_CHANGES = {("trainer", "max_epochs"), ("trainer", "progress_bar"), ("dictionary", "*")}
+# model.dictionary was built; the model holds the dictionary itself). A run resumed on another
+# number of processes goes on with another global batch (data.batch_size per process).
+RESUMABLE_CHANGES = {
+    ("trainer", "max_epochs"),
+    ("trainer", "progress_bar"),
+    ("trainer", "devices"),
+    ("trainer", "num_nodes"),
+    ("trainer", "strategy"),
+    ("dictionary", "*"),
+}
+
+# The trainer options of a distributed run, as for one process: a checkpoint is evaluated so.
+ONE_PROCESS = {"devices": 1, "strategy": "auto", "num_nodes": 1, "sync_batchnorm": False}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -62,7 +73,8 @@ class EpochSeeding(Callback):
     The first batch, not ``on_train_epoch_start``: Lightning skips that hook for the first epoch
     after resuming from an epoch-end checkpoint. Not covered: the random state of DataLoader
     worker processes (persistent, so they would not replay an epoch anyway); the datasets draw
-    no random numbers.
+    no random numbers. With several processes each draws from (``seed``, epoch, its rank), so
+    that their samples do not share dropout masks; process 0 draws as a process alone does.
     """
 
     def __init__(self, seed: int) -> None:
@@ -72,7 +84,8 @@ class EpochSeeding(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if batch_idx == 0:
-            s = epoch_seed(self.seed, trainer.current_epoch, "rng")
+            rank = trainer.global_rank
+            s = epoch_seed(self.seed, trainer.current_epoch, f"rng:{rank}" if rank else "rng")
             random.seed(s)
             np.random.seed(s % 2**32)
             torch.manual_seed(s)  # and every GPU's generator
@@ -91,7 +104,12 @@ def make_trainer(
     cfg: Config, run_dir: Path | None = None, callbacks: list[Callback] | None = None
 ) -> L.Trainer:
     """A Lightning Trainer set up from ``cfg.trainer``; logs and checkpoints go to ``run_dir``
-    (without one: no logs, no checkpoints, no progress bar, as for evaluation)."""
+    (without one: no logs, no checkpoints, no progress bar, as for evaluation).
+
+    With ``strategy: ddp`` it is one of several processes (its ``global_rank`` and
+    ``world_size`` are known from here on): Lightning starts the others itself (``devices`` > 1
+    on one node) or joins those that torchrun or SLURM's srun started.
+    """
     t = cfg.trainer
     callbacks = list(callbacks or [])
     show_progress = t.progress_bar and run_dir is not None
@@ -101,6 +119,9 @@ def make_trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        sync_batchnorm=t.sync_batchnorm,
         precision=t.precision,  # type: ignore[arg-type]
         deterministic=t.deterministic,
         logger=CSVLogger(run_dir, name="logs") if run_dir else False,  # logs/version_N/
@@ -123,6 +144,10 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     (:class:`EpochSeeding`), so the epoch a kill interrupted is redone exactly. Checkpoints and
     the config are written atomically; temporaries that a killed run left behind are removed.
 
+    With several processes (``trainer.strategy=ddp``) every process runs this function; only
+    process 0 writes the config, logs and checkpoints (to a folder all of them can read, for a
+    resumption), and each trains on its share of every global batch.
+
     ``data`` lets several runs on the same data share one data module (and its decoded views).
     """
     run_dir = cfg.run_dir
@@ -139,9 +164,6 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     data.shuffle_seed = cfg.trainer.seed
     for split in (cfg.data.train_split, cfg.data.val_split):  # refuse bad data before writing
         data.dataset(split)
-    for stale in [*run_dir.glob(".*.tmp"), *ckpt_dir.glob(".*.tmp")]:  # of a killed writer
-        stale.unlink(missing_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     monitor = f"val/{module.info.metric}"
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", enable_version_counter=False
@@ -152,6 +174,10 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False)
     callbacks = [checkpoint, latest, EpochSeeding(cfg.trainer.seed)]
     trainer = make_trainer(cfg, run_dir, callbacks)
+    if trainer.is_global_zero:  # the others might remove its temporaries as it writes
+        for stale in [*run_dir.glob(".*.tmp"), *ckpt_dir.glob(".*.tmp")]:  # of a killed writer
+            stale.unlink(missing_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
     trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
     score = checkpoint.best_model_score
     return TrainResult(
@@ -185,7 +211,11 @@ def _check_resumable(cfg: Config, saved_path: Path) -> None:
 
 def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> EmotionModule:
     """Rebuild the module saved in ``checkpoint``, with optional config overrides (e.g. a new
-    ``data.root``)."""
+    ``data.root``).
+
+    The processes that trained it are not the module's: it runs in one process (``ONE_PROCESS``)
+    unless the overrides ask for several (``trainer.devices=2 trainer.strategy=ddp``).
+    """
     path = Path(checkpoint)
     if not path.is_file():
         raise DeconfoundError(f"checkpoint {path} not found")
@@ -194,6 +224,8 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
         config = ckpt["hyper_parameters"]["config"]
     except Exception as e:
         raise DeconfoundError(f"{path}: not a deconfound checkpoint ({e})") from None
+    if isinstance(config.get("trainer"), dict):
+        config["trainer"].update(ONE_PROCESS)
     for item in overrides or []:
         apply_override(config, item)
     state = ckpt["state_dict"]
@@ -210,12 +242,19 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
 def evaluate(
     module: EmotionModule, splits: list[str], data: EmotionDataModule | None = None
 ) -> dict[str, dict[str, float]]:
-    """Metrics of ``module`` on each of ``splits`` of its configured data set (or of ``data``)."""
+    """Metrics of ``module`` on each of ``splits`` of its configured data set (or of ``data``).
+
+    With several processes (``trainer.strategy=ddp``), each evaluates a share of every split,
+    no sample twice, and every process returns the metrics of all the predictions together:
+    those of one process, up to the order of floating-point sums.
+    """
     cfg = module.cfg
     data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
     trainer = make_trainer(cfg)
+    share = {"replicas": trainer.world_size, "rank": trainer.global_rank}
     results: dict[str, dict[str, float]] = {}
     for split in splits:
-        (metrics,) = trainer.test(module, dataloaders=data.loader(split), verbose=False)
+        loader = data.loader(split, **share)
+        (metrics,) = trainer.test(module, dataloaders=loader, verbose=False)
         results[split] = {k.removeprefix("test/"): float(v) for k, v in metrics.items()}
     return results
