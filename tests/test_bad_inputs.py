@@ -830,6 +830,100 @@ def test_evaluate_names_a_corrupt_test_image(
     fails(capsys, argv, f"{data / first_anti['image']}: cannot decode image")
 
 
+# --- predict and bias-report -------------------------------------------------------------------
+
+
+def _predict_inputs(data: Path, damage: str) -> tuple[list[str], str]:
+    """Inputs to ``predict`` (images and a box file in the current folder), damaged as named;
+    returns the arguments and the cause its error must give."""
+    rows = [r for r in read_rows(data / "annotations.csv") if r["split"] == "val"][:3]
+    images = [data / r["image"] for r in rows]
+    box = ",".join(rows[0][f"person_{k}"] for k in ("x1", "y1", "x2", "y2"))
+    table = {
+        "truncated-image": (lambda: _truncate(images[0]), [str(images[0])], "cannot decode"),
+        "garbage-image": (
+            lambda: images[0].write_bytes(b"not a png " * 20),
+            [str(images[0])],
+            "cannot decode image",
+        ),
+        "missing-image": (lambda: None, ["gone.png"], "gone.png: image not found"),
+        "csv-no-box-columns": (
+            lambda: Path("b.csv").write_text(f"file\n{images[0]}\n"),
+            ["b.csv"],
+            "b.csv: line 1: no column x1, y1, x2, y2",
+        ),
+        "csv-nan-box": (
+            lambda: Path("b.csv").write_text(f"file,x1,y1,x2,y2\n{images[0]},nan,0,9,9\n"),
+            ["b.csv"],
+            "b.csv: line 2: the box must be four pixel numbers",
+        ),
+        "csv-inf-box": (
+            lambda: Path("b.csv").write_text(f"file,x1,y1,x2,y2\n{images[0]},0,0,inf,9\n"),
+            ["b.csv"],
+            "b.csv: line 2: the box must be four pixel numbers",
+        ),
+        "csv-box-outside": (
+            lambda: Path("b.csv").write_text(f"file,x1,y1,x2,y2\n{images[0]},0,0,5000,9\n"),
+            ["b.csv"],
+            "b.csv: line 2: box",
+        ),
+        "csv-good-box-bad-image": (
+            lambda: (Path("b.csv").write_text(f"file,x1,y1,x2,y2\n{images[1]},{box}\n"),
+                     images[1].write_bytes(b"")),
+            ["b.csv"],
+            str(images[1]),
+        ),
+    }  # fmt: skip
+    damage_it, argv, cause = table[damage]
+    damage_it()
+    return [*argv, *map(str, images[2:])], cause
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncated-image",
+        "garbage-image",
+        "missing-image",
+        "csv-no-box-columns",
+        "csv-nan-box",
+        "csv-inf-box",
+        "csv-box-outside",
+        "csv-good-box-bad-image",
+    ],
+)
+def test_predict_names_a_bad_image_or_box_file_and_writes_nothing(
+    damage: str, trained: Path, data: Path, capsys: pytest.CaptureFixture
+) -> None:
+    inputs, cause = _predict_inputs(data, damage)
+    best = str(trained / "runs/ccim/checkpoints/best.ckpt")
+    argv = ["predict", best, *inputs, "--out", "p.jsonl", "--draw", "drawn", "--no-progress"]
+    fails(capsys, argv, cause)
+    assert not Path("p.jsonl").exists() and not Path("drawn").exists()
+
+
+def test_predict_names_a_bad_checkpoint(data: Path, capsys: pytest.CaptureFixture) -> None:
+    _junk(Path("x.ckpt"))
+    image = next(data.rglob("*.png"))
+    fails(capsys, ["predict", "x.ckpt", str(image), "--out", "p.jsonl"], "x.ckpt: not a")
+    assert not Path("p.jsonl").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated-png", "missing-image", "unknown-emotion"])
+def test_bias_report_names_a_damaged_set_and_writes_no_report(
+    damage: str, data: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cause, named = DAMAGES[damage](data, [0, SMALL["train"]])
+    argv = [
+        "bias-report", "--config", "emotnet_synthetic", "--out", "report", f"data.root={data}",
+        "dictionary.weights=null", "dictionary.image_size=32", "dictionary.num_clusters=4",
+        "trainer.progress_bar=false",
+    ]  # fmt: skip
+    (line,) = fails(capsys, argv, cause)
+    assert any(str(p) in line for p in named), line
+    assert not Path("report").exists() or not any(Path("report").iterdir())
+
+
 # --- synth, models, demo --------------------------------------------------------------------
 
 
