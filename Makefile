@@ -19,15 +19,15 @@ demo: $(STAMP)
 	$(BIN)/deconfound demo --out runs/demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 
 test: lint
 	$(BIN)/pytest -q
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks docs
+	$(BIN)/ruff format src tests benchmarks docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_loading.py
@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ccim_overhead.py
 	$(BIN)/python benchmarks/dictionary_extraction.py
 	$(BIN)/python benchmarks/emotic_reading.py
+	$(BIN)/python benchmarks/mixed_precision.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -201,3 +201,14 @@ def test_user_errors_are_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("deconfound: error:") and message in err and "\n" not in err
+
+
+def test_overrides_may_follow_an_option_given_after_the_first_override(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    argv = ["train", "name=x", "--config", "emotnet_synthetic", "trainer.max_epochs=0"]
+    assert main(argv) == 2
+    assert "'trainer.max_epochs' must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "name=x", "--config", "emotnet_synthetic", "stray"])
+    assert "unrecognized arguments: stray" in capsys.readouterr().err

@@ -494,7 +494,14 @@ def _quiet_lightning() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may also follow options given after the first override
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if extra and (len(overrides) < len(extra) or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     _quiet_lightning()
     if getattr(args, "skip_bad", False):
         args.overrides.append("data.skip_bad=true")
