@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -115,16 +117,21 @@ def two(
     job = Path(__file__).with_name("distributed_job.py")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     log = out / "torchrun.log"
-    with log.open("wb") as f:
-        done = subprocess.run(
+    with log.open("wb") as f:  # a session of its own: a time-out kills the workers too
+        launch = subprocess.Popen(
             [*torchrun, str(job), str(out), str(CHUNK), json.dumps(jobs)],
             stdout=f,
             stderr=subprocess.STDOUT,
-            timeout=TIMEOUT,
-            check=False,
+            start_new_session=True,
         )
-    if done.returncode != 0:
-        pytest.fail(f"torchrun failed (rc {done.returncode}):\n{log.read_text()[-6000:]}")
+        try:
+            rc = launch.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait()
+            rc = f"killed after {TIMEOUT:.0f} s"
+    if rc != 0:
+        pytest.fail(f"torchrun failed ({rc}):\n{log.read_text()[-6000:]}")
     seen = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     return {"out": out, "seen": seen}
 
