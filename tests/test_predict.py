@@ -135,6 +135,10 @@ def test_a_face_model_takes_the_face_and_a_multilabel_one_sigmoids(
     (pred,) = faces.predict([photo])
     assert pred.box == face.as_tuple() and pred.box_source == "detected"
     check(pred, dataset_info("synthetic_faces").classes, k=2)
+    iern = Predictor(untrained(tmp_path, "iern_synthetic"), detector=detector, top_k=2)
+    (adjusted,) = iern.predict([photo])  # IERN's stratum-averaged prediction
+    assert adjusted.box == pred.box
+    check(adjusted, dataset_info("synthetic_faces").classes, k=2)
     emotic = untrained(
         tmp_path, "emotic", "model.args.backbone=small_cnn", "data.view_sizes={body: 32, whole: 32}"
     )
