@@ -1,11 +1,15 @@
-"""Atomic writes: an artifact is either complete on disk or absent, never half written."""
+"""Atomic writes (an artifact is either complete on disk or absent, never half written), and
+reading a generated set's metadata."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from deconfound.errors import DataError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -28,6 +32,16 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_meta(path: str | Path) -> dict:
+    """The JSON object in ``path`` (a generated set's ``meta.json``); an unreadable one is a
+    one-line DataError."""
+    try:
+        meta = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable ({e}); use another root or delete it") from None
+    return meta
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

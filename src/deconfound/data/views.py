@@ -152,17 +152,18 @@ def check_views(*views: str) -> tuple[str, ...]:
     return views
 
 
-def load_image(image: ImageRef) -> Image.Image:
-    """Decode ``image`` as RGB; a corrupt or missing file is a one-line DataError."""
+def load_image(
+    image: ImageRef, fix: str = "restore the file or remove its annotation"
+) -> Image.Image:
+    """Decode ``image`` as RGB; a corrupt or missing file is a one-line DataError ending in
+    ``fix``."""
     if isinstance(image, ArrayImage):
         return Image.fromarray(np.asarray(open_array(image.path)[image.index]))
     try:
         with Image.open(image) as im:
             return im.convert("RGB")
     except (OSError, ValueError) as e:
-        raise DataError(
-            f"{image}: cannot decode image ({e}); restore the file or remove its annotation"
-        ) from None
+        raise DataError(f"{image}: cannot decode image ({e}); {fix}") from None
 
 
 @lru_cache(maxsize=16)

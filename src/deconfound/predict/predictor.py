@@ -16,7 +16,7 @@ from tqdm import tqdm
 from deconfound.data import sidecars
 from deconfound.data.faces import DETECTORS, FaceDetector
 from deconfound.data.sample import Box, Sample
-from deconfound.data.views import make_views
+from deconfound.data.views import load_image, make_views
 from deconfound.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -272,11 +272,6 @@ def read_image(image: ImageInput, name: str) -> Image.Image:
         return image.convert("RGB")
     if not Path(image).is_file():
         raise DataError(f"{name}: image not found; check the path or leave it out")
-    try:
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise DataError(
-            f"{name}: cannot decode image ({e}); replace the file, leave it out, or skip bad "
-            "images (--skip-bad)"
-        ) from None
+    return load_image(
+        Path(image), fix="replace the file, leave it out, or skip bad images (--skip-bad)"
+    )

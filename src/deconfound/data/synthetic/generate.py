@@ -46,6 +46,7 @@ from deconfound.data.synthetic.render import (
 )
 from deconfound.data.synthetic.sidecars import sidecar_paths, write_sidecars
 from deconfound.errors import DataError
+from deconfound.io import read_meta
 
 FORMAT = "deconfound-synthetic/3"
 PERSON_SPLITS = ("train", "val", "test_iid", "test_balanced", "test_anti")
@@ -169,12 +170,7 @@ def generate(
     root = Path(root)
     meta_path = root / "meta.json"
     if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(
-                f"{meta_path} is unreadable ({e}); use another root or delete it"
-            ) from None
+        meta = read_meta(meta_path)
         if meta.get("config") == asdict(cfg) and meta.get("format") == FORMAT:
             return root
         if meta.get("format") != FORMAT:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from deconfound.data.sample import BASIC_EMOTIONS
 from deconfound.data.synthetic_faces.render import STYLES, Identity, draw_face, sample_identity
 from deconfound.errors import DataError
+from deconfound.io import read_meta
 
 FORMAT = "deconfound-synthetic-faces/1"
 DATASET = "SyntheticFaces"
@@ -257,12 +258,7 @@ def _is_cached(root: Path, cfg: FaceSynthConfig) -> bool:
     """Whether ``root`` already holds this set; raises if it holds anything else."""
     meta_path = root / "meta.json"
     if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as err:
-            raise DataError(
-                f"{meta_path} is unreadable ({err}); use another root or delete it"
-            ) from err
+        meta = read_meta(meta_path)
         if meta.get("format") != FORMAT:
             raise DataError(
                 f"{root} holds a set in format {meta.get('format')!r}, not {FORMAT!r}; "
