@@ -9,8 +9,8 @@ import contextlib
 import csv
 import io
 import logging
-import os
 import pickle
+import random
 import shutil
 import warnings
 from collections.abc import Callable
@@ -184,7 +184,7 @@ def _short_rows(root: Path, picked: list[int]) -> tuple[str, list[Path]]:
 
 def _not_text(root: Path, picked: list[int]) -> tuple[str, list[Path]]:
     path = root / "annotations.csv"
-    path.write_bytes(b"\xff\xfe\x00\x00" + os.urandom(64))
+    path.write_bytes(b"\xff\xfe\x00\x00" + random.Random(0).randbytes(64))
     return "not a readable CSV file", [path]
 
 
@@ -484,7 +484,7 @@ def _nan_centres(path: Path) -> None:
 
 DICTIONARIES: dict[str, tuple[Callable[[Path], object], str]] = {
     "random-bytes": (
-        lambda p: p.write_bytes(os.urandom(256)), "not a safetensors dictionary"
+        lambda p: p.write_bytes(random.Random(0).randbytes(256)), "not a safetensors dictionary"
     ),
     "other-safetensors": (
         lambda p: save_file({"weight": torch.ones(2)}, str(p)), "not a confounder dictionary"
@@ -745,7 +745,7 @@ def test_impossible_dictionary_settings_are_named(
     extra: list[str], cause: str, small_root: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "junk.ckpt").write_bytes(os.urandom(64))
+    (tmp_path / "junk.ckpt").write_bytes(random.Random(0).randbytes(64))
     argv = ["dictionary", "build", "--config", "emotnet_synthetic", f"data.root={small_root}"]
     argv += ["model.dictionary=d.safetensors", "dictionary.weights=null"]
     fails(capsys, [*argv, "dictionary.image_size=32", "dictionary.num_clusters=4", *extra], cause)
@@ -755,7 +755,7 @@ def test_impossible_dictionary_settings_are_named(
 
 
 def _junk(path: Path) -> None:
-    path.write_bytes(os.urandom(128))
+    path.write_bytes(random.Random(0).randbytes(128))
 
 
 def _foreign(path: Path) -> None:

@@ -223,7 +223,8 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         config = ckpt["hyper_parameters"]["config"]
     except Exception as e:
-        raise DeconfoundError(f"{path}: not a deconfound checkpoint ({e})") from None
+        why = " ".join(str(e).split())  # torch's unpickling errors span lines
+        raise DeconfoundError(f"{path}: not a deconfound checkpoint ({why})") from None
     if isinstance(config.get("trainer"), dict):
         config["trainer"].update(ONE_PROCESS)
     for item in overrides or []:
