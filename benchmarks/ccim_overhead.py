@@ -24,7 +24,8 @@ import torch
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import ModelConfig
 from deconfound.engine.losses import cross_entropy, multiplicative
-from deconfound.models import CONTEXT_MODELS, create_model
+from deconfound.methods import create_model
+from deconfound.models import CONTEXT_MODELS
 
 SETTINGS = {
     "demo": {"backbone": "small_cnn", "size": 48, "face": 32, "dictionary": (32, 128)},

@@ -19,7 +19,7 @@ import torch
 from deconfound.config import load_config
 from deconfound.data import EmotionDataModule
 from deconfound.data.synthetic import SynthConfig, generate
-from deconfound.models import create_model
+from deconfound.methods import create_model
 
 
 def _pass(loader: torch.utils.data.DataLoader) -> float:

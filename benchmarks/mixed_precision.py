@@ -29,7 +29,8 @@ import torch
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import ModelConfig
 from deconfound.engine.losses import cross_entropy
-from deconfound.models import CONTEXT_MODELS, create_model
+from deconfound.methods import create_model
+from deconfound.models import CONTEXT_MODELS
 
 Step = Callable[[], None]
 

@@ -668,14 +668,18 @@ CONFIGS: dict[str, tuple[list[str], str]] = {
     "iern-without-feature-map": (
         ["model.intervention=iern"], "iern needs a base model with a feature map"
     ),
-    "iern-strata-out-of-range": (
+    "iern-without-strata": (  # the synthetic set's scene is hidden: no method may read it
         [*SINGLE_WHOLE, "data.view_sizes={whole: 32}", "model.intervention=iern", IERN_ARGS],
-        "IERN needs each training sample's confounder stratum in 0..2 "
-        "(model.intervention_args.strata), got ",
+        "model.intervention=iern needs each training sample's confounder stratum: give "
+        "model.dictionary",
     ),
     "iern-unknown-argument": (
         [*SINGLE_WHOLE, "model.intervention=iern", "model.intervention_args={colour: 1}"],
-        "intervention 'iern': unknown argument 'colour'",
+        "method 'iern': unknown argument 'colour'",
+    ),
+    "unknown-method-argument": (
+        ["model.intervention=paste", "model.intervention_args={colour: 1}"],
+        "method 'paste': unknown argument 'colour'",
     ),
     "override-without-value": (["data.batch_size"], "must look like section.key=value"),
     "override-bad-yaml": (["data.view_sizes={body: 32"], "value is not valid YAML"),
@@ -700,7 +704,7 @@ def test_iern_on_a_data_set_without_strata_is_named(
     argv = ["train", "--config", "groupwalk"]
     argv += one_epoch_overrides(tmp_path / "gw", Path("runs"), "{whole: 32}")
     argv += [*SINGLE_WHOLE, "model.intervention=iern", IERN_ARGS]
-    fails(capsys, argv, "confounder stratum in 0..2", "got -1..-1", "mixbasic, synthetic_faces")
+    fails(capsys, argv, "needs each training sample's confounder stratum", "model.dictionary")
 
 
 @pytest.mark.parametrize(

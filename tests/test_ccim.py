@@ -13,7 +13,7 @@ from deconfound.causal import CCIM, ConfounderDictionary
 from deconfound.config import ModelConfig, load_config
 from deconfound.engine import evaluate, load_module, train
 from deconfound.errors import ConfigError, DeconfoundError
-from deconfound.models import create_model
+from deconfound.methods import create_model
 
 H = [1.0, 2.0]
 Z = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]

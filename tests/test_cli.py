@@ -13,7 +13,7 @@ from conftest import run_overrides
 
 from deconfound.cli import main
 from deconfound.config import ModelConfig
-from deconfound.models import create_model
+from deconfound.methods import create_model
 
 
 def test_help_lists_the_commands() -> None:
@@ -32,11 +32,16 @@ def test_models_lists_every_base_model_with_its_ccim_overhead(
 ) -> None:
     assert main(["models", "--backbone", "small_cnn", "--dictionary", "32", "128"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    header = lines[0].split()
+    rows = {line.split()[0]: line.split()[-len(header) + 2 :] for line in lines[1:-1]}
     assert set(rows) == {"emotnet", "caernet", "gnncnn", "emoticon"}
+    columns = header[2:]  # parameters, +ccim_dot, +ccim_add, ...
+    assert columns[:3] == ["parameters", "+ccim_dot", "+ccim_add"]
     emotnet = create_model(ModelConfig(args={"backbone": "small_cnn"}), 7)
-    assert rows["emotnet"][-3] == f"{sum(p.numel() for p in emotnet.parameters()):,}"
-    assert all(r[-2].startswith("+") and r[-1].startswith("+") for r in rows.values())
+    assert rows["emotnet"][0] == f"{sum(p.numel() for p in emotnet.parameters()):,}"
+    ccim = [columns.index("+ccim_dot"), columns.index("+ccim_add")]
+    assert all(r[i].startswith("+") and r[i] != "+0" for r in rows.values() for i in ccim)
+    assert all(r[columns.index("+paste")] == "+0" for r in rows.values())  # data, not weights
 
 
 def test_synth_writes_a_set_and_reports_rho(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -14,9 +14,10 @@ from deconfound.config import Config, ModelConfig, load_config
 from deconfound.data import EmotionDataModule
 from deconfound.data.synthetic_faces import FaceSynthConfig
 from deconfound.data.synthetic_faces import generate as generate_faces
-from deconfound.engine import IERNModule, evaluate, load_module, train
+from deconfound.engine import EmotionModule, evaluate, load_module, train
 from deconfound.errors import ConfigError
-from deconfound.models import IERNClassifier, create_model
+from deconfound.methods import IERNMethod, create_model
+from deconfound.models import IERNClassifier
 
 STRATA, CLASSES, CHANNELS, SIDE = 3, 6, 64, 4
 
@@ -193,7 +194,7 @@ def test_iern_trains_its_three_steps_and_restores_from_its_checkpoint(
     data = EmotionDataModule(cfg.data, ("face",))
     result = train(cfg, data)
     module = load_module(result.best_checkpoint)
-    assert isinstance(module, IERNModule) and not module.training
+    assert isinstance(module.method, IERNMethod) and not module.training
     with (result.run_dir / "logs" / "version_0" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     for name in ("train/discriminators", "train/confusion", "train/center", "train/reconstruction"):
@@ -210,7 +211,7 @@ def test_iern_trains_its_three_steps_and_restores_from_its_checkpoint(
 
 def test_iern_refuses_training_data_without_strata(faces_root: Path, tmp_path: Path) -> None:
     cfg = _faces_config(faces_root, tmp_path)
-    module = IERNModule(cfg.to_dict())
+    module = EmotionModule(cfg.to_dict())
     views = {"face": torch.zeros(4, 3, 32, 32, dtype=torch.uint8)}
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(ConfigError, match="confounder stratum in 0..2"):

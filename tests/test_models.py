@@ -10,7 +10,8 @@ import torchvision
 
 from deconfound.config import ModelConfig
 from deconfound.errors import ConfigError, DeconfoundError
-from deconfound.models import BACKBONES, EmotNet, create_backbone, create_model
+from deconfound.methods import create_model
+from deconfound.models import BACKBONES, EmotNet, create_backbone
 
 
 def _views(batch: int, size: int = 32) -> dict[str, torch.Tensor]:

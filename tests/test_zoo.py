@@ -15,14 +15,13 @@ from deconfound.data import EmotionDataModule
 from deconfound.engine import EmotionModule, evaluate, load_module, train
 from deconfound.errors import ConfigError
 from deconfound.layers import FeatureNorm
+from deconfound.methods import CCIM_METHODS, create_model
 from deconfound.models import (
     BASE_MODELS,
-    CCIM_INTERVENTIONS,
     CONTEXT_MODELS,
     GNNCNN,
     CAERNet,
     EmotiCon,
-    create_model,
 )
 
 ZOO = CONTEXT_MODELS
@@ -50,7 +49,7 @@ def batches(tiny_root: Path) -> dict[str, list]:
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
-@pytest.mark.parametrize("intervention", ["none", *CCIM_INTERVENTIONS])
+@pytest.mark.parametrize("intervention", ["none", *CCIM_METHODS])
 @pytest.mark.parametrize("name", ZOO)
 def test_every_base_model_trains_with_every_intervention(
     name: str, intervention: str, batches: dict, dictionary: ConfounderDictionary

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from deconfound.errors import DeconfoundError
+from deconfound.errors import DeconfoundError, Stopped, one_line
+from deconfound.io import check_writable
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -31,6 +34,7 @@ def _synth(args: argparse.Namespace) -> None:
             )
         sizes[split] = int(n)
     cfg = SynthConfig(rho=args.rho, seed=args.seed, image_size=args.image_size, sizes=sizes)
+    check_writable(args.out, "--out")
     root = generate(args.out, cfg)
     meta = json.loads((root / "meta.json").read_text())
     print(f"synthetic set in {root}; measured rho per split: {meta['measured_rho']}")
@@ -41,6 +45,7 @@ def _train(args: argparse.Namespace) -> None:
     from deconfound.engine import train
 
     cfg = load_config(args.config, args.overrides)
+    check_writable(cfg.run_dir, "the run folder (out_dir/name)")
     result = train(cfg)
     if not _first_process():  # the others of a distributed run stay quiet
         return
@@ -72,6 +77,8 @@ def _dictionary_build(args: argparse.Namespace) -> None:
     from deconfound.diagnostics import plot_cluster_classes
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.model.dictionary:
+        check_writable(cfg.model.dictionary, "model.dictionary")
     result = build_dictionary(cfg)
     if not _first_process():  # the others of a distributed run stay quiet
         return
@@ -94,6 +101,7 @@ def _bias_report(args: argparse.Namespace) -> None:
     from deconfound.diagnostics.report import bias_report
 
     cfg = load_config(args.config, args.overrides)
+    check_writable(args.out, "--out")
     report = bias_report(
         cfg,
         out_dir=args.out,
@@ -158,6 +166,7 @@ def _demo(args: argparse.Namespace) -> None:
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise DeconfoundError(f"--out {args.out} is a file; give a folder for the demo's outputs")
+    check_writable(args.out, "--out")
     methods = tuple(args.methods or METHODS)
     if {"iern", "confusion"} & set(methods):  # IERN's facial-expression demo
         run_iern_demo(
@@ -182,8 +191,27 @@ def _demo(args: argparse.Namespace) -> None:
     )
 
 
+def _benchmark(args: argparse.Namespace) -> None:
+    from deconfound.benchmark import DEFAULT_METHODS, run_benchmark
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DeconfoundError(f"--out {args.out} is a file; give a folder for the results")
+    check_writable(args.out, "--out")
+    run_benchmark(
+        args.out,
+        model=args.model,
+        methods=tuple(args.methods or DEFAULT_METHODS),
+        rhos=tuple(args.rho),
+        seed=args.seed,
+        seeds=args.seeds,
+        reference=not args.no_reference,
+        quick=args.quick,
+        overrides=args.overrides,
+    )
+
+
 def _models(args: argparse.Namespace) -> None:
-    from deconfound.models import model_table
+    from deconfound.methods import model_table
 
     n, d = args.dictionary
     if n < 1 or d < 1:
@@ -220,8 +248,10 @@ def _predict(args: argparse.Namespace) -> None:
     )
 
     if args.out:
-        check_output(args.out)
-    files, boxes = collect_inputs(args.images)
+        check_writable(check_output(args.out), "--out")
+    if args.draw:
+        check_writable(args.draw, "--draw")
+    files, boxes = collect_inputs(args.images, skip=[args.draw] if args.draw else [])
     if args.draw:
         drawing_paths(files, args.draw)  # a bad --draw stops before any prediction
     predictor = Predictor(
@@ -403,6 +433,36 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", **overrides)
     d.set_defaults(func=_demo)
 
+    from deconfound.methods import CONTEXT_METHODS
+
+    bm = sub.add_parser(
+        "benchmark",
+        help="methods x seeds (x rho) on the synthetic benchmark, with a generated table",
+        description="For each --rho: draw the synthetic set, pretrain the scene backbone, "
+        "build the dictionary; train the base model with every method and seed, and the plain "
+        "model on an unconfounded draw (the reference, for evaluation only); write "
+        "results.json, results.md (mean ± std, 95 %% intervals, paired differences to none, "
+        "share of the test_anti gap closed) and results.png. Finished runs are reused.",
+    )
+    bm.add_argument("--out", default="runs/benchmark", help="output directory (data cached there)")
+    bm.add_argument("--model", default="emotnet", help="base model (its <model>_synthetic config)")
+    bm.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        choices=CONTEXT_METHODS,
+        help=f"methods to compare (default: all: {', '.join(CONTEXT_METHODS)})",
+    )
+    bm.add_argument(
+        "--rho", nargs="+", type=float, default=[0.8], help="confounding strengths (0.8)"
+    )
+    bm.add_argument("--seed", type=int, default=0, help="seed of the data and of the first run")
+    bm.add_argument("--seeds", type=int, default=3, help="training seeds per method (3)")
+    bm.add_argument("--no-reference", action="store_true", help="skip the unconfounded reference")
+    bm.add_argument("--quick", action="store_true", help="a smaller set and fewer epochs")
+    bm.add_argument("overrides", **overrides)
+    bm.set_defaults(func=_benchmark)
+
     m = sub.add_parser(
         "models",
         help="list the base models: the views they read and their parameter counts ± CCIM",
@@ -505,15 +565,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_lightning()
     if getattr(args, "skip_bad", False):
         args.overrides.append("data.skip_bad=true")
+    restore = _stop_on_sigterm()
     try:
         status = args.func(args)
-    except DeconfoundError as e:
-        print(f"deconfound: error: {e}", file=sys.stderr)
-        return 2
-    except FloatingPointError as e:
-        print(f"deconfound: error: {e}", file=sys.stderr)
-        return 2
+    except (DeconfoundError, FloatingPointError) as e:
+        return _fail(f"error: {one_line(e)}", 2)  # (a DataLoader worker's: its own message)
+    except OSError as e:  # an output that became unwritable, a full disk, ...
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"error: {where}{e.strerror or one_line(e)}", 2)
+    except Stopped as e:
+        return _fail(str(e), e.status)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except SystemExit as e:
+        if type(e).__name__ == "SIGTERMException":  # Lightning's, at the end of a batch
+            return _fail("terminated (SIGTERM)", 143)
+        if isinstance(e.__context__, KeyboardInterrupt):  # Lightning exits 1 on Ctrl-C
+            return _fail("interrupted", 130)
+        raise
+    finally:
+        restore()
     return status or 0
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"deconfound: {message}", file=sys.stderr)
+    return status
+
+
+def _stop_on_sigterm() -> Callable[[], object]:
+    """Make SIGTERM (what SLURM and Kubernetes send) raise :class:`Stopped`, as Ctrl-C raises
+    KeyboardInterrupt, so that the command stops in one line with status 143 and a training
+    run says what it kept; returns what restores the handler before.
+
+    While Lightning trains it also handles SIGTERM, calling this handler after its own: this
+    one then leaves it to Lightning, which stops at the end of the batch (a training run keeps
+    its last epoch's ``last.ckpt``, which resumes it exactly)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            raise Stopped("terminated (SIGTERM)", 143)
+
+    before = signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

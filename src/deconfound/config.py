@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,97 @@ from deconfound.io import atomic_write_text
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
+AUGMENT_VIEWS = ("body", "face", "context", "whole", "depth", "mask")
+"""The views augmentation may touch: the 3-channel picture views and the 1-channel maps."""
+
+AUGMENT_ORDERS = ("fixed", "shuffled")
+
+
+@dataclass
+class AugmentConfig:
+    """Random augmentation of the training split's decoded uint8 views (``data.augment.Augment``).
+
+    Every op is off by default. ``crop_scale`` (area fraction) and ``crop_ratio`` (width /
+    height) give a random resized crop, output at the view's size; ``flip_p`` a horizontal
+    flip; ``affine_*`` a random affine (rotation within ±``affine_degrees``, shift within
+    ±``affine_translate`` of the side, zoom in ``affine_scale``, x shear within ±``affine_shear``
+    degrees), applied with probability ``affine_p``; ``brightness``, ``contrast`` and
+    ``saturation`` are [lo, hi] factor ranges and ``hue`` the largest hue shift (at most 0.5),
+    applied together with probability ``jitter_p`` to 3-channel views only, as is the Gaussian
+    blur (probability ``blur_p``, sigma in ``blur_sigma``, in pixels). The crop always comes
+    first; ``order`` is ``fixed`` (flip, affine, brightness, contrast, saturation, hue, blur) or
+    ``shuffled`` (an order drawn per view). ``views``: the views to augment (null: all of
+    ``AUGMENT_VIEWS`` that a sample has).
+    """
+
+    flip_p: float = 0.0
+    crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    brightness: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    contrast: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    saturation: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    hue: float = 0.0
+    jitter_p: float = 1.0
+    blur_p: float = 0.0
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    affine_degrees: float = 0.0
+    affine_translate: float = 0.0
+    affine_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    affine_shear: float = 0.0
+    affine_p: float = 1.0
+    order: str = "fixed"
+    views: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("flip_p", "jitter_p", "blur_p", "affine_p", "affine_translate"):
+            _in_range(getattr(self, key), 0.0, 1.0, f"data.augment.{key}")
+        _in_range(self.hue, 0.0, 0.5, "data.augment.hue")
+        for key in ("affine_degrees", "affine_shear"):
+            _in_range(getattr(self, key), 0.0, math.inf, f"data.augment.{key}")
+        self.crop_scale = _range(self.crop_scale, "data.augment.crop_scale", 0.0, 1.0)
+        for key in ("crop_ratio", "affine_scale", "blur_sigma"):
+            setattr(self, key, _range(getattr(self, key), f"data.augment.{key}", 0.0))
+        for key in ("brightness", "contrast", "saturation"):
+            setattr(self, key, _range(getattr(self, key), f"data.augment.{key}", 0.0, zero=True))
+        if self.order not in AUGMENT_ORDERS:
+            raise ConfigError(
+                f"unknown data.augment.order '{self.order}'; choose one of "
+                f"{', '.join(AUGMENT_ORDERS)}"
+            )
+        for view in self.views or []:
+            if view not in AUGMENT_VIEWS:
+                raise ConfigError(
+                    f"'data.augment.views' cannot augment '{view}'; choose from "
+                    f"{', '.join(AUGMENT_VIEWS)}"
+                )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _in_range(value: Any, low: float, high: float, key: str) -> None:
+    if not _number(value) or not low <= value <= high:
+        raise ConfigError(f"'{key}' must be a number in [{low:g}, {high:g}], got {value!r}")
+
+
+def _range(
+    value: Any, key: str, low: float, high: float = math.inf, zero: bool = False
+) -> list[float]:
+    """``value`` as a ``[lo, hi]`` list of floats with ``low`` < lo <= hi <= ``high`` (``low``
+    itself allowed when ``zero``)."""
+    ok = isinstance(value, list) and len(value) == 2 and all(_number(v) for v in value)
+    if ok:
+        lo, hi = float(value[0]), float(value[1])
+        ok = (lo >= low if zero else lo > low) and lo <= hi <= high
+    if not ok:
+        bounds = f"{low:g} {'<=' if zero else '<'} lo <= hi" + (
+            f" <= {high:g}" if high < math.inf else ""
+        )
+        raise ConfigError(f"'{key}' must be [lo, hi] with {bounds}, got {value!r}")
+    return [lo, hi]
+
+
 @dataclass
 class DataConfig:
     """Which data, which splits, and how batches are made.
@@ -32,7 +124,7 @@ class DataConfig:
     ``val_fraction``); ``skip_bad`` skips (and counts) bad samples instead of stopping at the
     first. ``view_sizes`` gives the side of each view a model may ask for; ``synthetic`` holds
     the generator settings used when ``dataset`` is ``synthetic`` and ``root`` does not exist
-    yet.
+    yet; ``augment`` the random augmentation of the training split (see ``AugmentConfig``).
     """
 
     dataset: str = "synthetic"
@@ -52,10 +144,12 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = True
     synthetic: dict[str, Any] = field(default_factory=dict)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         _at_least(self.batch_size, 1, "data.batch_size")
         _at_least(self.num_workers, 0, "data.num_workers")
+        _check_fill(self.mask_fill, "data.mask_fill")
         for view, size in self.view_sizes.items():
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise ConfigError(
@@ -65,10 +159,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """A base model from the registry, its constructor arguments, and the intervention on top.
+    """A base model from the registry, its constructor arguments, and the method on top.
 
-    ``intervention`` is ``none``, ``ccim_dot`` or ``ccim_add``; CCIM needs ``dictionary``, the
-    path of a confounder dictionary, and takes ``intervention_args`` (see ``CCIM``).
+    ``intervention`` names the method (``deconfound.methods.METHODS``: ``none``, ``ccim_dot``,
+    ``ccim_add``, ``backdoor``, ``clef``, ``paste``, ``reweight``, ``groupdro``, ``iern``,
+    ``confusion``) and ``intervention_args`` are its options; ``dictionary`` is the path of a
+    confounder dictionary (CCIM and ``backdoor`` need one; it gives every method its context
+    clusters as strata).
     """
 
     name: str = "emotnet"
@@ -97,6 +194,12 @@ class DictionaryConfig:
     iters: int = 25
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from deconfound.causal.kmeans import KMEANS_BACKENDS
+
+        _check_fill(self.mask_fill, "dictionary.mask_fill")
+        _choice(self.kmeans, KMEANS_BACKENDS, "dictionary.kmeans")
+
 
 @dataclass
 class LossConfig:
@@ -110,6 +213,16 @@ class LossConfig:
     args: dict[str, Any] = field(default_factory=dict)
     modality_weight: float = 1.0
     modality_beta: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.name != "auto":  # (the registry's module imports Lightning: only when needed)
+            from deconfound.engine.losses import LOSSES
+
+            if self.name not in LOSSES:
+                choices = ", ".join(["auto", *LOSSES])
+                raise ConfigError(
+                    f"unknown loss '{self.name}' (loss.name); choose one of {choices}"
+                )
 
 
 @dataclass
@@ -131,10 +244,32 @@ class OptimConfig:
     warmup_epochs: int = 0
     hold_epochs: int = 0
 
+    def __post_init__(self) -> None:
+        _choice(self.optimizer, OPTIMIZERS, "optim.optimizer")
+        _choice(self.scheduler, SCHEDULERS, "optim.scheduler")
+
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "linear", "none")
+
 
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 """Lightning's strategies a run may use: one process (``auto``) or distributed data parallel
 (``ddp``; with ``find_unused_parameters`` for models that leave some weights out of a loss)."""
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+"""Lightning's accelerators a run may ask for (``gpu`` and ``cuda``: NVIDIA GPUs; ``mps``: Apple's;
+``auto``: a GPU when there is one); whether the machine has it is checked when a run starts."""
+
+PRECISIONS = (
+    "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64"
+)  # fmt: skip
+"""Lightning's names of the numeric precisions (``16`` = ``16-mixed``, ``bf16`` = ``bf16-mixed``,
+``32`` = ``32-true``, ``64`` = ``64-true``)."""
+
+
+MONITORS = ("plain", "reweighted")
+SELECTIONS = ("best", "last")
 
 
 @dataclass
@@ -161,14 +296,33 @@ class TrainerConfig:
     deterministic: bool = True
     progress_bar: bool = True
     log_every_n_steps: int = 20
+    monitor: str = "plain"
+    """The validation score that picks ``best.ckpt``: ``plain`` (the data set's metric) or
+    ``reweighted`` (``val/accuracy_reweighted``: each (context cluster, label) pair weighted as
+    if the two were independent; needs strata, from ``model.dictionary`` or the data set)."""
+    select: str = "best"
+    """The checkpoint a run's result (``evaluate`` in the demo and benchmark) is: ``best``
+    (``best.ckpt``, by ``monitor``) or ``last`` (the last epoch's, as some releases report)."""
 
     def __post_init__(self) -> None:
+        for key, choices in (("monitor", MONITORS), ("select", SELECTIONS)):
+            if getattr(self, key) not in choices:
+                raise ConfigError(
+                    f"unknown trainer.{key} '{getattr(self, key)}'; choose {' or '.join(choices)}"
+                )
         _at_least(self.max_epochs, 1, "trainer.max_epochs")
         _at_least(self.log_every_n_steps, 1, "trainer.log_every_n_steps")
         _at_least(self.num_nodes, 1, "trainer.num_nodes")
         if self.strategy not in STRATEGIES:
             raise ConfigError(
                 f"unknown trainer.strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}"
+            )
+        _choice(self.accelerator, ACCELERATORS, "trainer.accelerator")
+        _choice(self.precision, PRECISIONS, "trainer.precision")
+        if not _devices(self.devices):
+            raise ConfigError(
+                "'trainer.devices' must be a number of devices per node (1 or more; -1: all of "
+                f"them), auto, or a list of device indices such as [0, 1]; got {self.devices!r}"
             )
         if self.sync_batchnorm and self.accelerator == "cpu":
             raise ConfigError(
@@ -180,6 +334,33 @@ class TrainerConfig:
 def _at_least(value: int, low: int, key: str) -> None:
     if value < low:
         raise ConfigError(f"'{key}' must be at least {low}, got {value}")
+
+
+def _choice(value: Any, choices: typing.Sequence[str], key: str) -> None:
+    """Refuse an option with a fixed set of values that names none of them."""
+    if value not in choices:
+        raise ConfigError(f"unknown {key} '{value}'; choose one of {', '.join(choices)}")
+
+
+def _check_fill(value: str, key: str) -> None:
+    from deconfound.data.views import FILLS  # (views imports this module)
+
+    _choice(value, FILLS, key)
+
+
+def _devices(value: Any) -> bool:
+    """Whether ``value`` is a ``devices`` that Lightning takes: a count (-1: all), ``auto``,
+    device indices as a list or as text (``"0,1"``)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 1 or value == -1
+    if isinstance(value, list):
+        indices = [i for i in value if isinstance(i, int) and not isinstance(i, bool) and i >= 0]
+        return bool(value) and len(indices) == len(value) == len(set(value))
+    if isinstance(value, str):
+        return bool(re.fullmatch(r"auto|-1|[1-9]\d*|\d+(,\d+)*,|\d+(,\d+)+", value.strip()))
+    return False
 
 
 @dataclass
@@ -245,9 +426,9 @@ def _read_raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
         raise ConfigError(f"{path}: configs extend each other in a cycle ({chain})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8-sig")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: {yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a text file ({e})") from None
     if not isinstance(raw, dict):
@@ -260,6 +441,52 @@ def _read_raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     sibling = path.parent / parent
     base_path = sibling if sibling.is_file() else resolve_config_path(parent)
     return _merge(_read_raw(base_path, (*seen, path.resolve())), raw)
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping giving a key twice is an error (PyYAML keeps
+    the last silently, so a config's earlier setting would vanish without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<:`` merges may override
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: the base class names it
+                    continue
+                if first is not key_node:
+                    raise _DuplicateKey(
+                        None,
+                        None,
+                        f"key '{key}' given twice (first on line {first.start_mark.line + 1}); "
+                        "keep one",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """The YAML document ``text`` as Python values (safe types only; a key given twice in a
+    mapping is a ``yaml.YAMLError``: see :func:`yaml_problem`)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """What is wrong in a YAML text, and where (line and column, from 1), in one line."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if isinstance(e, _DuplicateKey):
+        return f"{where}: {problem}"
+    return f"not valid YAML at {where} ({problem})" if where else f"not valid YAML ({problem})"
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -286,9 +513,10 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override '{item}': '{p}' is not a section")
     try:
-        node[leaf] = yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise ConfigError(f"override '{item}': value is not valid YAML") from None
+        node[leaf] = read_yaml(value)
+    except yaml.YAMLError as e:
+        problem = yaml_problem(e).removeprefix("not valid YAML at ").replace("line 1, ", "", 1)
+        raise ConfigError(f"override '{item}': value is not valid YAML ({problem})") from None
 
 
 def from_dict(cls: type, raw: Any, source: str, prefix: str = "") -> Any:

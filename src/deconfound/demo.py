@@ -1,19 +1,11 @@
 """``deconfound demo``: bias on the synthetic benchmarks, and the interventions against it.
 
-**CCIM** (the default, :func:`run_demo`): a context-aware base model on the synthetic
-emotion-in-context set. Under ``<out>`` (the data, the scene backbone and the dictionary are
-shared by every base model):
-
-1. draws the synthetic set (cached in ``data/``);
-2. pretrains the scene backbone on its person-free ``scenes`` pictures (``runs/scenes``; the
-   stand-in for Places365);
-3. builds the confounder dictionary from the person-masked training images with that backbone
-   (``dictionary.safetensors``, and ``clusters.png``: the emotions in each cluster);
-4. trains the base model (``--model``: EMOT-Net by default, or any in ``CONTEXT_MODELS``) with each
-   intervention (``none``, ``ccim_dot``, ``ccim_add``) and each seed, evaluates it on
-   ``test_iid``, ``test_balanced`` and ``test_anti``;
-5. writes ``<model>/results.json`` (per seed, mean and standard deviation per method) and
-   ``<model>/results.png``, and prints the table.
+**Context** (the default, :func:`run_demo`): a context-aware base model (``--model``: EMOT-Net
+by default) on the synthetic emotion-in-context set, trained plain (``none``), with CCIM
+(``ccim_dot``) and with person pasting (``paste``), 3 seeds each, beside the reference trained
+on an unconfounded draw: :func:`deconfound.benchmark.run_benchmark` at one ρ, which writes
+``<out>/results.json``, ``results.md`` (the table) and ``results.png``, the dictionary's
+``clusters.png`` under ``<out>/rho<ρ>/``, and prints the table.
 
 **IERN** (``--method iern``, :func:`run_iern_demo`): a face classifier on the synthetic
 confounded facial-expression set (three source styles; fold ``bias90v1`` by default: in
@@ -36,35 +28,29 @@ from typing import Any
 
 import numpy as np
 
-from deconfound.causal.build import build_dictionary
+from deconfound.benchmark import run_benchmark
 from deconfound.config import Config, apply_override, construct, from_dict, load_config
 from deconfound.data import EmotionDataModule, dataset_info, synthetic_root
-from deconfound.data.synthetic import SynthConfig, generate
 from deconfound.data.synthetic_faces import FaceSynthConfig
 from deconfound.data.synthetic_faces import generate as generate_faces
-from deconfound.diagnostics import format_table, plot_cluster_classes, plot_split_metrics
+from deconfound.diagnostics import format_table, plot_split_metrics
 from deconfound.engine import evaluate, load_module, train
 from deconfound.errors import ConfigError
 from deconfound.io import atomic_write_text
-from deconfound.models import CONTEXT_MODELS, create_model
+from deconfound.methods import create_model
 
 log = logging.getLogger(__name__)
 
-SCENE_CONFIG = "scenes_synthetic"
-QUICK = [
-    "trainer.max_epochs=6",
-    "data.synthetic.sizes={train: 1400, val: 350, test_iid: 700, test_balanced: 700, "
-    "test_anti: 700, scenes: 1400}",
-]
-METHODS = ("none", "ccim_dot", "ccim_add")
-IERN_METHODS: dict[str, list[str]] = {
-    "none": [],
-    "confusion": ["model.intervention=iern", "model.intervention_args.adjust=false"],
-    "iern": ["model.intervention=iern"],
+METHODS = ("none", "ccim_dot", "paste")
+"""The context demo's methods: the plain model, CCIM, and the method of the library that
+removed most of the bias in the benchmark (README, "Which method removes the bias")."""
+IERN_METHODS: dict[str, str] = {
+    "none": "faces_synthetic",
+    "confusion": "iern_synthetic",
+    "iern": "iern_synthetic",
 }
-"""The IERN demo's methods as overrides of ``faces_synthetic``."""
+"""The IERN demo's methods and the configs whose model section each takes."""
 IERN_QUICK = ["trainer.max_epochs=7"]
-SCENE_PREFIX = "scenes."
 
 SplitMetrics = dict[str, dict[str, float]]  # split -> metric -> value
 
@@ -80,50 +66,20 @@ def run_demo(
     quick: bool = False,
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo; returns what it writes to ``results.json``.
-
-    The data set is drawn with ``seed``; the models are trained with seeds ``seed`` …
-    ``seed + seeds - 1``. ``overrides`` apply to the model's config, except those starting
-    with ``scenes.``, which apply (without the prefix) to the scene classifier's config.
-    """
-    start = time.perf_counter()
-    if model not in CONTEXT_MODELS:
-        choices = ", ".join(CONTEXT_MODELS)
-        raise ConfigError(f"demo: unknown model '{model}'; choose from {choices}")
-    for m in methods:
-        if m not in METHODS:
-            choices = ", ".join(dict.fromkeys([*METHODS, *IERN_METHODS]))
-            raise ConfigError(f"demo: unknown method '{m}'; choose from {choices}")
-    if seeds < 1:
-        raise ConfigError(f"demo: --seeds must be at least 1, got {seeds}")
-    out = Path(out)
-    scene_overrides = [
-        o.removeprefix(SCENE_PREFIX) for o in overrides or [] if o.startswith(SCENE_PREFIX)
-    ]
-    model_overrides = [o for o in overrides or [] if not o.startswith(SCENE_PREFIX)]
-    data_settings = [f"data.synthetic.rho={rho}", f"data.synthetic.seed={seed}"]
-    cfg = load_config(
-        f"{model}_synthetic", data_settings + (QUICK if quick else []) + model_overrides
-    )
-    synth = construct(SynthConfig, cfg.data.synthetic, "data.synthetic")
-    cfg.data.root = str(generate(synthetic_root(out / "data", synth), synth))
-    cfg.out_dir = str(out / "runs")
-    log.info("data: %s", cfg.data.root)
-
-    dictionary = None
-    if any(m != "none" for m in methods):
-        dictionary = _build_dictionary(cfg, out, scene_overrides)  # sets cfg.model.dictionary
-
-    data = EmotionDataModule(cfg.data, _views(cfg))  # views decoded once for every run
-    runs = {m: [f"model.intervention={m}"] for m in methods}
-    per_seed = _train_seeds(cfg, data, runs, seed, seeds)
-    return _report(
-        per_seed,
-        cfg,
-        out / model,
-        {"settings": {"model": model, "rho": rho, "data_seed": seed}, "dictionary": dictionary},
-        f"{cfg.model.name} on the synthetic benchmark (rho={rho}",
-        start,
+    """The context demo: :func:`deconfound.benchmark.run_benchmark` at one ρ with
+    ``methods`` and the unconfounded reference; returns what it writes to
+    ``<out>/results.json``."""
+    if "none" not in methods:
+        methods = ("none", *methods)
+    return run_benchmark(
+        out,
+        model=model,
+        methods=methods,
+        rhos=(rho,),
+        seed=seed,
+        seeds=seeds,
+        quick=quick,
+        overrides=overrides,
     )
 
 
@@ -155,7 +111,15 @@ def run_iern_demo(
     cfg.out_dir = str(out / "runs")
     log.info("data: %s", cfg.data.root)
     data = EmotionDataModule(cfg.data, _views(cfg))
-    per_seed = _train_seeds(cfg, data, {m: IERN_METHODS[m] for m in methods}, seed, seeds)
+    given = cfg.model.intervention_args  # from the overrides: for IERN and its ablation
+    runs = {
+        m: [
+            f"model.intervention={m}",
+            f"model.intervention_args={_iern_args(m, given)}",
+        ]
+        for m in methods
+    }
+    per_seed = _train_seeds(cfg, data, runs, seed, seeds)
     return _report(
         per_seed,
         cfg,
@@ -164,6 +128,13 @@ def run_iern_demo(
         f"face classifiers on the synthetic facial-expression set ({fold}",
         start,
     )
+
+
+def _iern_args(method: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The IERN demo method's ``intervention_args``: its config's, updated with ``given``."""
+    if method == "none":
+        return {}
+    return {**load_config(IERN_METHODS[method]).model.intervention_args, **given}
 
 
 def _train_seeds(
@@ -237,41 +208,8 @@ def _report(
 def _views(cfg: Config) -> tuple[str, ...]:
     """The views the configured base model reads."""
     plain = copy.deepcopy(cfg.model)
-    plain.intervention = "none"
+    plain.intervention, plain.intervention_args = "none", {}
     return create_model(plain, 1, load_weights=False).views
-
-
-def _build_dictionary(cfg: Config, out: Path, scene_overrides: list[str]) -> dict[str, Any]:
-    """Pretrain the scene backbone, then build the dictionary with it into
-    ``<out>/dictionary.safetensors`` (set as ``cfg.model.dictionary``); returns its summary."""
-    scene = load_config(SCENE_CONFIG, scene_overrides)
-    scene.data.root = cfg.data.root
-    scene.data.synthetic = cfg.data.synthetic  # the same set, if it is still to be drawn
-    scene.out_dir = cfg.out_dir
-    scene.name = "scenes"
-    scene_result = train(scene)
-    log.info("scene classifier: val accuracy %.4f", scene_result.best_score)
-    cfg.model.dictionary = str(out / "dictionary.safetensors")
-    cfg.dictionary.backbone = scene.model.args["backbone"]
-    cfg.dictionary.image_size = scene.data.view_sizes["whole"]
-    cfg.dictionary.weights = str(scene_result.best_checkpoint)
-    built = build_dictionary(cfg, progress=cfg.trainer.progress_bar)
-    info = dataset_info(cfg.data.dataset)
-    plot = plot_cluster_classes(
-        built.cluster_counts,
-        info.classes,
-        out / "clusters.png",
-        title=f"emotions per context cluster (train, rho={cfg.data.synthetic.get('rho')})",
-    )
-    log.info("dictionary: %s; ARI vs scene type %.3f", built.path, built.ari)
-    return {
-        "path": str(built.path),
-        "num_clusters": built.dictionary.size,
-        "dim": built.dictionary.dim,
-        "ari_vs_scene": built.ari,
-        "scene_val_accuracy": scene_result.best_score,
-        "plot": str(plot),
-    }
 
 
 def _reduce(per_seed: dict[int, SplitMetrics], fn: Any) -> SplitMetrics:

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from deconfound.errors import DataError
+from deconfound.errors import ConfigError, DataError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -25,6 +25,33 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def check_writable(path: str | Path, what: str) -> Path:
+    """``path``, after making sure that it can be written: the nearest part of it that exists
+    must be a folder (or, for ``path`` itself, a file) in which a file can be created. A
+    command calls this for each of its outputs before it starts working, so that a read-only
+    or impossible output location stops it at once, not after the work, in one line naming
+    ``what`` (the option, e.g. ``--out``) and the reason. Nothing is left behind."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    folder = existing if existing.is_dir() else existing.parent
+    if existing != path and not existing.is_dir():
+        raise ConfigError(
+            f"{what} {path}: {existing} is a file, not a folder; choose another place"
+        )
+    try:  # a probe file, removed at once: the only test that holds for root and read-only mounts
+        fd, probe = tempfile.mkstemp(prefix=".deconfound-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"{what} {path}: cannot write in {folder} ({e.strerror or e}); choose another place "
+            "or make it writable"
+        ) from None
     return path
 
 

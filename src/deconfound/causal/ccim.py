@@ -8,8 +8,10 @@ Where the paper leaves choices open we follow the authors' released module: 256-
 projections without bias; dot-product scores scaled by √D of the *dictionary* width (not of the
 256-d projection); fusion do_x = h W_h + g W_g with plain Xavier-normal matrices into 128-d; and the
 release's residual classifier body (BatchNorm → Linear 128→512 → GELU → Dropout → Linear 512→128
-→ Dropout, added back with weight 0.3). The final linear layer to the classes is the
-:class:`~deconfound.models.EmotionClassifier` head, sized from the data set, not hard-coded.
+→ Dropout, added back with weight 0.3), its GELU the tanh approximation the release writes
+(``nn.GELU(approximate="tanh")``), so that ours is the same function. The final linear layer to
+the classes is the :class:`~deconfound.models.EmotionClassifier` head, sized from the data set,
+not hard-coded.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class CCIM(nn.Module):
         self.body = nn.Sequential(
             FeatureNorm(out_features),
             nn.Linear(out_features, hidden),
-            nn.GELU(),
+            nn.GELU(approximate="tanh"),  # the release's GELU: the tanh approximation
             nn.Dropout(dropout),
             nn.Linear(hidden, out_features),
             nn.Dropout(dropout),
@@ -92,7 +94,12 @@ class CCIM(nn.Module):
         return self.weights(h) @ (self.confounders * self.prior)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x = h @ self.w_h + self.expected_confounder(h) @ self.w_g  # (B, out_features)
+        return self.fuse(h, self.expected_confounder(h))
+
+    def fuse(self, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The output for h and a given confounder g (B, D): do_x = h W_h + g W_g, then the
+        residual body (``forward`` with g = :meth:`expected_confounder`)."""
+        x = h @ self.w_h + g @ self.w_g  # (B, out_features)
         return x + self.residual_scale * self.body(x)
 
     def set_dictionary(self, dictionary: ConfounderDictionary) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from deconfound.data.sample import Box, Sample
 from deconfound.errors import DataError
@@ -38,11 +38,16 @@ class Problems:
         split: str,
     ) -> list[Sample]:
         """``parse(row, where)`` for every row, each bad one reported; ``parse`` returns None
-        for a row the data set's own rules leave out. Logs how many bad rows were skipped."""
+        for a row the data set's own rules leave out. A row that gives the same image and the
+        same boxes as an earlier one is bad (it would count one person twice, perhaps with two
+        labels), naming both rows. Logs how many bad rows were skipped."""
         samples, before = [], len(self.messages)
+        first: dict[tuple, str] = {}
         for row, where in rows:
             try:
                 sample = parse(row, where)
+                if sample is not None:
+                    _check_unique(sample, where, first)
             except DataError as e:
                 self.report(e)
                 continue
@@ -56,15 +61,30 @@ class Problems:
         return samples
 
 
+def _check_unique(sample: Sample, where: str, first: dict[tuple, str]) -> None:
+    """Raise if ``sample`` repeats the image and boxes of one seen before (``first``: where
+    each was seen)."""
+    key = (sample.image, sample.body_image, sample.person, sample.face)
+    seen = first.setdefault(key, where)
+    if seen is where:
+        return
+    file, sep, row = seen.partition(": ")
+    earlier = row if sep and where.startswith(f"{file}: ") else seen
+    raise DataError(
+        f"{where}: the same image and box as {earlier} ({sample.image}); remove one of the two rows"
+    )
+
+
 def read_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(row number, row)`` from a CSV file after checking that its header has ``required``.
 
     Row numbers count the header as row 1, as a spreadsheet shows them. A row with fewer cells
-    than the header has empty strings in the missing ones.
+    than the header has empty strings in the missing ones. A UTF-8 byte-order mark (which
+    spreadsheet programs write) is not part of the first column's name.
     """
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found; check the data set root")
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, restval="")
         try:
             missing = [c for c in required if c not in (reader.fieldnames or [])]
@@ -91,13 +111,16 @@ def parse_box(row: dict[str, str], prefix: str, where: str) -> Box:
 
 
 def image_size(path: Path, where: str) -> tuple[int, int]:
-    """(width, height) of the image at ``path`` from its header, without decoding the pixels."""
+    """(width, height) of the image at ``path`` as displayed (its EXIF orientation applied, as
+    boxes are given), from its header, without decoding the pixels."""
+    from deconfound.data.views import displayed_size, open_image  # (views imports the readers)
+
     if not path.is_file():
         raise DataError(f"{where}: image {path} not found; restore the file or remove the row")
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as e:
+        with open_image(path) as im:
+            return displayed_size(im)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"{where}: image {path} is not a readable image ({e})") from None
 
 

@@ -3,8 +3,8 @@
 Every split is read with ``skip_bad`` (so that all problems are listed, not only the first),
 every image file is decoded in full (a truncated file passes a header check but not this) and
 every box is checked against the decoded size; on request every sample's sidecar files (pose,
-depth, objects) are read too. The report counts samples and class labels per split and lists
-each problem on one line.
+depth, objects, masks) are read too. The report counts samples and class labels per split and
+lists each problem on one line.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from deconfound.config import construct
 from deconfound.data.datamodule import READERS, dataset_info
 from deconfound.data.sample import DatasetInfo, Sample
-from deconfound.data.sidecars import KINDS
-from deconfound.data.views import VIEWS, Source
+from deconfound.data.sidecars import KINDS, VIEW_OF
+from deconfound.data.views import VIEWS, Source, load_image
 from deconfound.errors import DataError
 
 
@@ -88,7 +86,7 @@ def check_dataset(
         if decode:
             report.problems += _decode_all(samples, workers)
         if sidecars:
-            sizes = {"pose": keypoints, "depth": 8, "objects": 16}
+            sizes = {"pose": keypoints, "depth": 8, "objects": 16, "masks": 8}
             report.problems += _read_sidecars(samples, Path(root), sidecars, sizes, workers)
         report.samples[split] = len(samples)
         counts = Counter(label for s in samples for label in s.labels)
@@ -123,7 +121,7 @@ def _read_sidecars(
         problems = []
         for kind in kinds:
             try:
-                VIEWS[kind](Source(sample, root), sizes[kind])
+                VIEWS[VIEW_OF[kind]](Source(sample, root), sizes[kind])
             except DataError as e:
                 problems.append(str(e))
         return problems
@@ -133,12 +131,10 @@ def _read_sidecars(
 
 
 def _decode(path: Path, samples: list[Sample]) -> list[str]:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            size = im.size
-    except (OSError, ValueError) as e:
-        return [f"{path}: cannot decode image ({e}); restore the file or remove its annotation"]
+    try:  # decoded as training decodes it (orientation, bit depth, size limit)
+        size = load_image(path).size
+    except DataError as e:
+        return [str(e)]
     problems = []
     for s in samples:
         for what, box in (("person box", s.person), ("face box", s.face)):

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from deconfound.config import DataConfig, construct
 from deconfound.data.annotations import Problems
+from deconfound.data.augment import Augment
 from deconfound.data.caer import CaerSReader
 from deconfound.data.emotic import EmoticReader
 from deconfound.data.fer import AffectNetReader, Fer2013Reader, MixBasicReader, RafDbReader
@@ -30,8 +33,8 @@ from deconfound.data.views import Fill, make_views
 from deconfound.errors import ConfigError
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
-"""``(views, target, confounder)``: views by name, the training target, and each sample's
-confounder stratum (-1 where the data set does not know it)."""
+"""``(views, target, stratum)``: views by name, the training target, and each sample's
+confounder stratum (see :class:`ViewDataset`; -1 where none is known)."""
 
 
 class Reader(Protocol):
@@ -97,13 +100,25 @@ def target(sample: Sample, info: DatasetInfo) -> torch.Tensor:
     return y
 
 
+Composer = Callable[[int, np.random.Generator], Image.Image]
+"""``compose(i, rng)``: training sample ``i``'s picture as a method redraws it (person paste)."""
+
+
 class ViewDataset(Dataset[Batch]):
-    """Samples as ``(views, target, confounder)`` (see :data:`Batch`), views being tensors
-    keyed by name (``root``, the data set's, locates sidecar files for the pose, depth and
-    objects views).
+    """Samples as ``(views, target, stratum)`` (see :data:`Batch`), views being tensors keyed
+    by name (``root``, the data set's, locates sidecar files for the pose, depth and objects
+    views).
+
+    A sample's stratum is ``strata[i]`` when given (its context cluster in a confounder
+    dictionary), else its ``confounder`` where the data set states it openly
+    (``DatasetInfo.observed_confounder``), else -1: a hidden confounder never reaches a batch.
 
     With ``cache=True`` each sample's views are decoded once and kept in memory (per process:
-    use it with ``num_workers=0`` or persistent workers).
+    use it with ``num_workers=0`` or persistent workers). A training split may redraw each
+    picture (``compose``, e.g. person pasting) and augment the views (``augment``); both draw
+    from a random generator seeded by (``seed``, epoch, index), given by indexing with
+    ``(index, epoch)`` (as :class:`EpochShuffle` with ``keyed=True`` does), so that an epoch's
+    samples are the same in every run and process, a resumed run included.
     """
 
     def __init__(
@@ -114,9 +129,16 @@ class ViewDataset(Dataset[Batch]):
         fill: Fill = "zeros",
         cache: bool = False,
         root: str | Path | None = None,
+        *,
+        strata: np.ndarray | None = None,
+        augment: Augment | None = None,
     ) -> None:
         self.samples, self.info, self.sizes, self.fill = list(samples), info, dict(sizes), fill
         self.root = root
+        self.strata = strata
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.compose: Composer | None = None
+        self.seed = 0
         self._cache: list[dict[str, torch.Tensor] | None] | None = (
             [None] * len(self.samples) if cache else None
         )
@@ -124,15 +146,34 @@ class ViewDataset(Dataset[Batch]):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> Batch:
+    def __getitem__(self, key: int | tuple[int, int]) -> Batch:
+        i, epoch = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[i]
+        rng = None
+        if epoch is not None and (self.compose is not None or self.augment is not None):
+            rng = np.random.default_rng(epoch_seed(self.seed, epoch, f"sample:{i}"))
+        if rng is not None and self.compose is not None:
+            views = make_views(sample, self.sizes, self.fill, self.root, self.compose(i, rng))
+        else:
+            views = self._views(i)
+        if rng is not None and self.augment is not None:
+            views = self.augment(views, rng)
+        return views, target(sample, self.info), torch.tensor(self.stratum(i))
+
+    def _views(self, i: int) -> dict[str, torch.Tensor]:
         views = self._cache[i] if self._cache is not None else None
         if views is None:
-            views = make_views(sample, self.sizes, self.fill, self.root)
+            views = make_views(self.samples[i], self.sizes, self.fill, self.root)
             if self._cache is not None:
                 self._cache[i] = views
-        confounder = -1 if sample.confounder is None else sample.confounder
-        return views, target(sample, self.info), torch.tensor(confounder)
+        return views
+
+    def stratum(self, i: int) -> int:
+        """Sample ``i``'s stratum (see the class docstring)."""
+        if self.strata is not None:
+            return int(self.strata[i])
+        confounder = self.samples[i].confounder
+        return confounder if self.info.observed_confounder and confounder is not None else -1
 
 
 def epoch_seed(seed: int, epoch: int, stream: str) -> int:
@@ -145,7 +186,8 @@ def epoch_seed(seed: int, epoch: int, stream: str) -> int:
 
 class EpochShuffle(DistributedSampler):
     """A random order of a dataset that is a pure function of (``seed``, epoch), dealt out to
-    ``num_replicas`` processes.
+    ``num_replicas`` processes; with ``keyed``, as ``(index, epoch)`` pairs, from which a
+    :class:`ViewDataset` seeds the sample's random redrawing and augmentation.
 
     Lightning calls :meth:`set_epoch` before each training epoch, a resumed run included (with
     the epoch it resumes at), so a run resumed from a checkpoint sees each later epoch's samples
@@ -162,8 +204,14 @@ class EpochShuffle(DistributedSampler):
     """
 
     def __init__(
-        self, data_source: Sized, seed: int = 0, num_replicas: int = 1, rank: int = 0
+        self,
+        data_source: Sized,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        keyed: bool = False,
     ) -> None:
+        self.keyed = keyed
         super().__init__(
             data_source,  # type: ignore[arg-type]
             num_replicas=num_replicas,
@@ -173,19 +221,30 @@ class EpochShuffle(DistributedSampler):
             drop_last=True,  # the last N % num_replicas (none for one process)
         )
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Any]:
         generator = torch.Generator()
         generator.manual_seed(epoch_seed(self.seed, self.epoch, "shuffle"))
         order = torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
-        return iter(order[self.rank : self.total_size : self.num_replicas])
+        mine = order[self.rank : self.total_size : self.num_replicas]
+        return iter([(i, self.epoch) for i in mine] if self.keyed else mine)
 
 
 class EmotionDataModule(L.LightningDataModule):
-    """Training, validation and any test split of one data set, cut into the given views."""
+    """Training, validation and any test split of one data set, cut into the given views.
+
+    What may change between runs that share the module (and its decoded views) is set by
+    ``engine.train`` before each: the training order's seed (:attr:`shuffle_seed`), each
+    split's strata (:meth:`set_strata`) and a method's redrawing of training pictures
+    (:attr:`compose`). ``data.augment`` applies to the training split.
+    """
 
     shuffle_seed: int = 0
-    """The seed of the training order (see :class:`EpochShuffle`): ``engine.train`` sets the
-    run's ``trainer.seed`` (several runs may share one data module)."""
+    """The seed of the training order and of its random redrawing and augmentation (see
+    :class:`EpochShuffle`): ``engine.train`` sets the run's ``trainer.seed``."""
+
+    compose: Composer | None = None
+    """How training pictures are redrawn before their views are cut (a method's, e.g. person
+    paste), or None."""
 
     def __init__(self, cfg: DataConfig, views: Sequence[str]) -> None:
         super().__init__()
@@ -195,8 +254,11 @@ class EmotionDataModule(L.LightningDataModule):
             raise ConfigError(f"data.view_sizes lacks a size for view(s) {missing}")
         self.sizes = {v: cfg.view_sizes[v] for v in views}
         self.info = dataset_info(cfg.dataset)
+        self.augment = Augment(cfg.augment)
         self._reader: Reader | None = None
         self._datasets: dict[str, ViewDataset] = {}
+        self._strata: dict[str, np.ndarray] = {}
+        self.num_strata = 0
 
     @property
     def reader(self) -> Reader:
@@ -208,6 +270,7 @@ class EmotionDataModule(L.LightningDataModule):
         """The (memoised) dataset of ``split``."""
         if split not in self._datasets:
             samples = self.reader.samples(split)
+            train = split == self.cfg.train_split
             self._datasets[split] = ViewDataset(
                 samples,
                 self.info,
@@ -215,8 +278,37 @@ class EmotionDataModule(L.LightningDataModule):
                 self.cfg.mask_fill,  # type: ignore[arg-type]
                 self.cfg.cache,
                 root=self.reader.root,
+                augment=self.augment if train else None,
             )
-        return self._datasets[split]
+        dataset = self._datasets[split]
+        dataset.strata = self._strata.get(split)
+        if split == self.cfg.train_split:
+            dataset.compose, dataset.seed = self.compose, self.shuffle_seed
+        return dataset
+
+    def set_strata(self, strata: dict[str, np.ndarray], num_strata: int) -> None:
+        """Give each split's samples their strata (context clusters: ``causal.strata``), in
+        0 … ``num_strata`` − 1; ``{}`` goes back to the data set's stated confounders."""
+        for split, values in strata.items():
+            n = len(self.dataset(split))
+            if len(values) != n:
+                raise ConfigError(f"{len(values)} strata for the {n} samples of split '{split}'")
+        self._strata, self.num_strata = dict(strata), num_strata
+
+    def training_strata(self) -> tuple[np.ndarray | None, int]:
+        """The training samples' strata and how many there are (None, 0 where unknown)."""
+        dataset = self.dataset(self.cfg.train_split)
+        if dataset.strata is not None:
+            return dataset.strata, self.num_strata
+        values = np.array([dataset.stratum(i) for i in range(len(dataset))], dtype=np.int64)
+        if len(values) == 0 or values.min() < 0:
+            return None, 0
+        return values, int(values.max()) + 1
+
+    def training_targets(self) -> np.ndarray:
+        """The training samples' class indices (multi-class) or multi-hot rows (multi-label)."""
+        dataset = self.dataset(self.cfg.train_split)
+        return np.stack([target(s, self.info).numpy() for s in dataset.samples])
 
     def loader(
         self, split: str, *, shuffle: bool = False, seed: int = 0, replicas: int = 1, rank: int = 0
@@ -231,9 +323,10 @@ class EmotionDataModule(L.LightningDataModule):
         that metrics gathered from all the processes are those of the whole split.
         """
         dataset = self.dataset(split)
-        sampler: Sampler[int] | None = None
+        sampler: Sampler[Any] | None = None
         if shuffle:
-            sampler = EpochShuffle(dataset, seed, replicas, rank)
+            keyed = dataset.compose is not None or dataset.augment is not None
+            sampler = EpochShuffle(dataset, seed, replicas, rank, keyed=keyed)
         elif replicas > 1:
             if len(dataset) < replicas:
                 raise ConfigError(
@@ -254,6 +347,7 @@ class EmotionDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        self.dataset(self.cfg.train_split)  # with this run's seed and redrawing
         return self.loader(
             self.cfg.train_split, shuffle=True, seed=self.shuffle_seed, **self._share()
         )

@@ -51,10 +51,12 @@ class MTCNNDetector:
             raise ConfigError(
                 "the mtcnn detector needs facenet-pytorch: pip install 'facenet-pytorch==2.5.3'"
             ) from None
-        self.threshold = threshold
+        self.threshold, self.min_face = threshold, min_face
         self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face, device=device)
 
     def detect(self, image: Image.Image) -> list[tuple[Box, float]]:
+        if min(image.size) < self.min_face:  # no face fits (and MTCNN fails on such images)
+            return []
         boxes, scores = self._mtcnn.detect(image)
         if boxes is None:
             return []
@@ -95,7 +97,11 @@ def read_box_file(path: Path) -> dict[str, tuple[str, Box]]:
     if not path.is_file():
         raise DataError(f"{path}: face box file not found; fix data.args.faces")
     out = {}
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # (a spreadsheet's byte-order mark)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text file ({e}); save it as UTF-8") from None
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = [p.strip() for p in line.split(",")]

@@ -148,7 +148,12 @@ def _text_lines(path: Path) -> list[tuple[int, str]]:
 # --- IERN's mixed protocol ----------------------------------------------------------------------
 
 MIXBASIC_INFO = DatasetInfo(
-    name="mixbasic", classes=BASIC_EMOTIONS, task="multiclass", splits=SPLITS, boxes=("face",)
+    name="mixbasic",
+    classes=BASIC_EMOTIONS,
+    task="multiclass",
+    splits=SPLITS,
+    boxes=("face",),
+    observed_confounder=True,
 )
 MIXBASIC_SOURCES = ("CKPlus", "MMI", "OuluCASIA")
 EMOTION_ALIASES: dict[str, int] = {

@@ -129,6 +129,10 @@ class DatasetInfo:
     boxes: tuple[Literal["person", "face"], ...] = ("person",)
     """The boxes its samples carry, as its reader makes them (``person``: a body box): those
     a model crops and whose context view hides them (EMOTIC the body, CAER-S the face)."""
+    observed_confounder: bool = False
+    """Whether its samples' ``confounder`` is something a user of the data set knows (the
+    source data set of the mixed facial-expression sets), which training may use, rather than
+    a hidden ground truth only evaluation may read (the synthetic context set's scene)."""
 
     @property
     def num_classes(self) -> int:

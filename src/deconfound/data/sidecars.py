@@ -12,9 +12,13 @@ image's path relative to the root without its suffix (``<stem>``):
   any resolution, e.g. from MiDaS or MegaDepth; it is min-max normalised per image.
 - ``objects/<stem>.json``: ``{"boxes": [[x1, y1, x2, y2], ...], "scores": [...]}`` in image
   pixels (any detector's output, e.g. torchvision's Faster R-CNN); ``scores`` is optional.
+- ``masks/<stem>.png``: an 8-bit grey (or 1-bit) person mask, person where the value is above
+  127 (e.g. a person segmenter's output saved as 0/255), covering every person in the image;
+  any resolution with the image's aspect ratio. The ``paste`` training method cuts the person
+  out with it (:mod:`deconfound.data.paste`).
 
 For a picture inside an array file (the pre-processed EMOTIC layout) ``<stem>`` is
-``<array file stem>/<index, 6 digits>``. The synthetic generator writes all three.
+``<array file stem>/<index, 6 digits>``. The synthetic generator writes all four.
 """
 
 from __future__ import annotations
@@ -35,10 +39,14 @@ TOOLS = {
     "pose": "OpenPose --write_json",
     "depth": "a monocular depth network",
     "objects": "an object detector",
+    "masks": "a person segmenter",
 }
 """Each sidecar kind (a folder under the data set's root) and the tool that makes its files."""
 
 KINDS = tuple(TOOLS)
+
+VIEW_OF = {"pose": "pose", "depth": "depth", "objects": "objects", "masks": "mask"}
+"""The view (:data:`deconfound.data.views.VIEWS`) that reads each sidecar kind."""
 
 
 def stem(image: ImageRef, root: Path) -> str:
@@ -50,19 +58,23 @@ def stem(image: ImageRef, root: Path) -> str:
 
 
 def candidates(kind: str, root: Path, stem: str) -> list[Path]:
-    """Where the ``kind`` file (pose, depth, objects) of the image ``stem`` may be, in order."""
+    """Where the ``kind`` file (pose, depth, objects, masks) of the image ``stem`` may be, in
+    order."""
     folder, name = (root / kind / stem).parent, Path(stem).name
     return {
         "pose": [folder / f"{name}_keypoints.json"],
         "depth": [folder / f"{name}.npy", folder / f"{name}.png"],
         "objects": [folder / f"{name}.json"],
+        "masks": [folder / f"{name}.png"],
     }[kind]
 
 
 def locate(kind: str, image: ImageRef, root: Path | None) -> Path:
-    """The existing sidecar file of ``kind`` (pose, depth, objects) for ``image``."""
+    """The existing sidecar file of ``kind`` (pose, depth, objects, masks) for ``image``."""
     if root is None:
-        raise DataError(f"the {kind} view needs the data set's root to find its {kind} files")
+        raise DataError(
+            f"the {VIEW_OF[kind]} view needs the data set's root to find its {kind} files"
+        )
     names = candidates(kind, root, stem(image, root))
     for path in names:
         if path.is_file():
@@ -121,7 +133,9 @@ def read_depth(path: Path, size: int) -> torch.Tensor:
         if path.suffix == ".npy":
             depth = np.load(path).astype(np.float32)
         else:
-            with Image.open(path) as im:
+            from deconfound.data.views import open_image  # (views imports this module)
+
+            with open_image(path) as im:  # (refuses a decompression bomb in one line)
                 depth = np.asarray(im, dtype=np.float32)
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: cannot read the depth map ({e}); write it again") from None
@@ -168,3 +182,38 @@ def read_objects(
     for row, box in enumerate(nodes[:rows]):
         out[row] = torch.tensor([box.x1 / w, box.y1 / h, box.x2 / w, box.y2 / h, 1.0])
     return out
+
+
+MASK_MODES = ("L", "1")
+"""The PIL modes a mask file may have: 8-bit grey, or 1-bit."""
+
+
+def read_mask(path: Path, image_size: tuple[int, int]) -> np.ndarray:
+    """The person mask in ``path`` as a bool (H, W) array at the image's ``(W, H)`` size: True
+    where the file's value is above 127. A file of another resolution but the image's aspect
+    ratio (give or take a pixel) is resized to it, nearest-neighbour."""
+    fix = "save it as an 8-bit grey PNG, 255 on the person and 0 elsewhere"
+    from deconfound.data.views import open_image  # (views imports this module)
+
+    try:
+        with open_image(path) as im:  # (refuses a decompression bomb in one line)
+            im.load()
+            if im.mode not in MASK_MODES:
+                raise DataError(f"{path}: a mask must be 8-bit grey, found mode {im.mode}; {fix}")
+            mask = im.convert("L")
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: mask file not found; make it with {TOOLS['masks']} "
+            "(see deconfound.data.sidecars for the layout)"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise DataError(f"{path}: cannot read the mask ({e}); {fix}") from None
+    (w, h), (mw, mh) = image_size, mask.size
+    if abs(mh * w - h * mw) > max(w, h, mw, mh):  # the aspect ratios differ by over a pixel
+        raise DataError(
+            f"{path}: a {mw}x{mh} mask does not fit the {w}x{h} image (another aspect ratio); "
+            "write the mask of this image, at its size or scaled evenly"
+        )
+    if mask.size != (w, h):
+        mask = mask.resize((w, h), Image.NEAREST)
+    return np.asarray(mask) > 127

@@ -1,5 +1,5 @@
 """Views: what each model stream sees of a sample (body crop, face crop, masked context, whole
-image; pose keypoints, depth map and object proposals from sidecar files).
+image; pose keypoints, depth map, object proposals and person mask from sidecar files).
 
 A picture view is a square uint8 tensor (3, S, S); models normalise it themselves. Masking the
 person out of the context is :func:`mask_box`, the one function the context streams and the
@@ -8,15 +8,18 @@ confounder dictionary builder share.
 
 from __future__ import annotations
 
+import re
 import typing
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import ExifTags, Image, ImageFilter, ImageOps
 
 from deconfound.data import sidecars
 from deconfound.data.sample import ArrayImage, Box, ImageRef, Sample
@@ -70,8 +73,8 @@ class Source:
         if self._image is not None or isinstance(self.sample.image, ArrayImage):
             return self.image.size
         try:
-            with Image.open(self.sample.image) as im:
-                return im.size
+            with open_image(self.sample.image) as im:
+                return displayed_size(im)
         except (OSError, ValueError) as e:
             raise DataError(f"{self.sample.image}: cannot read image ({e})") from None
 
@@ -126,6 +129,15 @@ def objects(src: Source, size: int) -> torch.Tensor:
     return sidecars.read_objects(path, src.sample.hidden, src.image_size(), size)
 
 
+def mask(src: Source, size: int) -> torch.Tensor:
+    """(1, size, size) uint8 person mask of the whole image, 255 on the person and 0 elsewhere,
+    from the masks file."""
+    path = sidecars.locate("masks", src.sample.image, src.root)
+    person = sidecars.read_mask(path, src.image_size())
+    picture = Image.fromarray(person.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.asarray(picture).copy())[None]
+
+
 def _crop(image: Image.Image, box: Box, size: int) -> torch.Tensor:
     return to_tensor(image.crop(box.as_tuple()).resize((size, size), Image.BILINEAR))
 
@@ -138,10 +150,11 @@ VIEWS: dict[str, Callable[[Source, int], torch.Tensor]] = {
     "pose": pose,
     "depth": depth,
     "objects": objects,
+    "mask": mask,
 }
 """Every view by name: ``fn(source, size) -> tensor``. Picture views give (3, size, size)
-uint8; ``depth`` (1, size, size) uint8; ``pose`` and ``objects`` float tables of ``size``
-rows."""
+uint8; ``depth`` and ``mask`` (1, size, size) uint8; ``pose`` and ``objects`` float tables of
+``size`` rows."""
 
 
 def check_views(*views: str) -> tuple[str, ...]:
@@ -153,17 +166,103 @@ def check_views(*views: str) -> tuple[str, ...]:
 
 
 def load_image(
-    image: ImageRef, fix: str = "restore the file or remove its annotation"
+    image: ImageRef | Image.Image, fix: str = "restore the file or remove its annotation"
 ) -> Image.Image:
-    """Decode ``image`` as RGB; a corrupt or missing file is a one-line DataError ending in
-    ``fix``."""
+    """Decode ``image`` (a file, a picture of an array file, or a PIL image) as 8-bit RGB,
+    as displayed; a corrupt or missing file is a one-line DataError ending in ``fix``.
+
+    Every image that deconfound reads goes through here (training and evaluation views, the
+    dictionary build, the bias report, ``data check``, ``predict`` and its drawings):
+
+    - the EXIF orientation is applied (``ImageOps.exif_transpose``): a phone photo stored
+      sideways is read upright, and boxes refer to that displayed picture (as
+      :func:`displayed_size` gives its size from the header);
+    - 16-bit and 32-bit integer pixels (modes ``I;16*``, ``I``) are scaled to 8 bits (65535 to
+      255; 32-bit values beyond 16 bits by their maximum), float pixels (``F``) taken as 0..1
+      when they lie there, else as 0..255; not clipped, which would read them as white;
+    - transparent pixels (``RGBA``, ``LA``, ``PA``, a palette or colour key with transparency)
+      are composed on **black**: the colour of a masked person (``mask_fill: zeros``), so that
+      a cut-out's missing background reads as nothing rather than as a white scene;
+    - CMYK, palette, grey and the other modes are converted by Pillow;
+    - an image with more pixels than Pillow's decompression-bomb limit
+      (``PIL.Image.MAX_IMAGE_PIXELS``) is refused, naming the file.
+    """
     if isinstance(image, ArrayImage):
         return Image.fromarray(np.asarray(open_array(image.path)[image.index]))
     try:
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{image}: cannot decode image ({e}); {fix}") from None
+        if isinstance(image, Image.Image):
+            return _to_rgb(ImageOps.exif_transpose(image))
+        with open_image(image) as im:
+            im.load()
+            return _to_rgb(ImageOps.exif_transpose(im))
+    except DataError:
+        raise
+    except Exception as e:  # whatever a damaged file makes Pillow raise
+        raise DataError(f"{image}: cannot decode image ({_reason(e)}); {fix}") from None
+
+
+def _reason(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text if isinstance(e, OSError | ValueError) else f"{type(e).__name__}: {text}"
+
+
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+"""(:func:`open_image` refuses those images itself, in one line: a warning would only repeat it
+on several lines.)"""
+
+
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """``path`` opened by Pillow (its header read, its pixels not yet decoded); an image with
+    more pixels than Pillow's decompression-bomb limit is a one-line DataError. Pillow's own
+    errors for an unreadable file (OSError, ValueError) are the caller's to word."""
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with Image.open(path) as im:
+            if limit is not None and im.width * im.height > limit:
+                raise Image.DecompressionBombError(f"({im.width * im.height} pixels)")
+            yield im
+    except Image.DecompressionBombError as e:  # Pillow's own beyond twice the limit
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(found[1]):,} pixels" if found else "its size"
+        raise DataError(
+            f"{path}: {pixels} exceed Pillow's decompression-bomb limit of {limit:,} "
+            "(PIL.Image.MAX_IMAGE_PIXELS); downscale the image or leave it out"
+        ) from None
+
+
+TRANSPOSED = (5, 6, 7, 8)
+"""EXIF orientations that swap width and height (a quarter turn, with or without a flip)."""
+
+
+def displayed_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as :func:`load_image` gives it, from the header: with
+    its EXIF orientation applied."""
+    if im.format == "TIFF":  # Pillow gives a TIFF's size, and its pixels, as displayed
+        return im.size
+    # for a PNG, Image.getexif of the base class: the PNG's own would decode the pixels to look
+    # for EXIF after them; the EXIF before them (where Pillow and cameras put it) is read
+    exif = Image.Image.getexif(im) if im.format == "PNG" else im.getexif()
+    orientation = exif.get(ExifTags.Base.Orientation, 1)
+    w, h = im.size
+    return (h, w) if orientation in TRANSPOSED else (w, h)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as 8-bit RGB (see :func:`load_image`)."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.float64)
+        if im.mode == "F":
+            top = 1.0 if a.size and a.min() >= 0 and a.max() <= 1 else 255.0
+        else:
+            top = max(65535.0, float(a.max(initial=0)))
+        grey = np.round(np.clip(a / top, 0, 1) * 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 @lru_cache(maxsize=16)

@@ -1,5 +1,6 @@
 """The measurements of a bias report, on arrays: context clusters against emotions, a
-context-only probe, a model's confusions. ``diagnostics.report`` feeds them from a data set."""
+context-only probe, a model's confusions (its scores come from ``diagnostics.intervention``'s
+pass). ``diagnostics.report`` feeds them from a data set."""
 
 from __future__ import annotations
 
@@ -7,24 +8,11 @@ import warnings
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from deconfound.data.sample import DatasetInfo
 
 PROBE = {"C": 1.0, "max_iter": 2000}
 """The context-only probe: standardised features, then ``LogisticRegression(**PROBE)``."""
-
-
-def assign_clusters(features: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """The index of each row's nearest centre (Euclidean, as K-means assigns)."""
-    c = np.asarray(centres, dtype=np.float64)
-    norms = (c**2).sum(axis=1)
-    out = np.empty(len(features), dtype=np.int64)
-    for start in range(0, len(features), 4096):
-        x = np.asarray(features[start : start + 4096], dtype=np.float64)
-        out[start : start + len(x)] = np.argmin(norms[None, :] - 2 * x @ c.T, axis=1)
-    return out
 
 
 def cluster_stats(
@@ -147,22 +135,6 @@ def _multilabel_probe(scores: np.ndarray, truth: np.ndarray, usable: np.ndarray)
         "prevalence": float(np.mean(prevalence)) if aps else None,
         "classes": len(present),
     }
-
-
-def model_scores(
-    module: torch.nn.Module, loader: DataLoader, task: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """``module``'s scores (N, C: softmax for multi-class, sigmoid for multi-label) and the
-    targets over ``loader``."""
-    module.eval()
-    device = next(module.parameters()).device
-    scores, targets = [], []
-    with torch.inference_mode():
-        for views, y, _ in loader:
-            logits = module({k: v.to(device) for k, v in views.items()}).float().cpu()
-            scores.append(logits.softmax(-1) if task == "multiclass" else logits.sigmoid())
-            targets.append(y)
-    return torch.cat(scores).numpy(), torch.cat(targets).numpy()
 
 
 def confusion(scores: np.ndarray, targets: np.ndarray, num_classes: int) -> np.ndarray:

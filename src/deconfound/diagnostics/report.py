@@ -13,12 +13,17 @@ Three measurements, written to one folder as PNG figures, a self-contained HTML 
    the training split and scored on it and on the validation and test splits
    (``data.test_splits``), against chance;
 3. **a model** (with a checkpoint): its metrics on those splits (``engine.evaluate``), its
-   confusion matrices (multi-class) or per-class average precision (multi-label).
+   confusion matrices (multi-class) or per-class average precision (multi-label), and where the
+   data set records each sample's scene and the emotion it favours (the synthetic set), the
+   share of its errors that answer that emotion;
+4. **what its intervention does** (a CCIM checkpoint): the entropy of its attention λ over the
+   prototypes, how often λ's argmax is the sample's own context cluster, the share of the
+   expected confounder g in the fused feature, and the metric with g frozen at its training
+   mean (``diagnostics.intervention``).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil
@@ -28,28 +33,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from deconfound.causal.build import (
-    check_settings,
     confounders,
     embed_contexts,
-    file_sha256,
     label_matrix,
     scene_backbone,
 )
 from deconfound.causal.dictionary import ConfounderDictionary
 from deconfound.causal.kmeans import kmeans
-from deconfound.config import Config, DictionaryConfig, apply_override, from_dict, load_config
+from deconfound.causal.strata import assign_clusters, embedding_settings
+from deconfound.config import Config, apply_override, from_dict, load_config
 from deconfound.data.datamodule import EmotionDataModule, Reader, open_reader
 from deconfound.data.sample import DatasetInfo, Sample
 from deconfound.diagnostics.bias import (
-    assign_clusters,
     class_ap,
     cluster_stats,
     confusion,
     context_probe,
-    model_scores,
 )
+from deconfound.diagnostics.intervention import ccim_numbers, ccim_of, model_pass, scene_errors
 from deconfound.errors import DataError, DeconfoundError
 
 log = logging.getLogger(__name__)
@@ -110,7 +114,7 @@ def bias_report(
             f"dictionary.num_clusters={k} exceeds the {len(samples[train])} training samples; "
             "lower it"
         )
-    d, notes = _embedding_settings(cfg, loaded, dictionary)
+    d, notes = embedding_settings(cfg, loaded, dictionary)
     features, meta = _features(
         replace(cfg, dictionary=d), samples, info, loaded, dictionary, progress
     )
@@ -133,10 +137,13 @@ def bias_report(
         },
         "probe": context_probe(features, labels, train, info),
         "model": None,
+        "intervention": None,
         "notes": notes,
     }
     if module is not None:
-        numbers["model"] = _model_numbers(module, checkpoint, cfg, list(samples)[1:], info)
+        numbers["model"], numbers["intervention"] = _model_numbers(
+            module, checkpoint, cfg, samples, info, features, loaded
+        )
     files = write_report(out, numbers, info)
     figures = {name: path for name, path in files.items() if name not in ("html", "json")}
     return BiasReport(
@@ -203,44 +210,6 @@ def _check_classes(labels: np.ndarray, info: DatasetInfo, cfg: Config) -> None:
             f"class(es) {', '.join(present)} only; a bias report needs at least two classes "
             "present, so give the full data set (data.root, data.train_split)"
         )
-
-
-def _embedding_settings(
-    cfg: Config, loaded: ConfounderDictionary | None, path: str | Path | None
-) -> tuple[DictionaryConfig, list[str]]:
-    """How to embed the masked contexts: ``cfg.dictionary``, or as the dictionary was built
-    (backbone, weights, masking, size, seed from its metadata); notes on what was assumed."""
-    d = copy.deepcopy(cfg.dictionary)
-    check_settings(d)
-    if loaded is None:
-        if d.weights and not Path(d.weights).is_file():
-            raise DeconfoundError(
-                f"dictionary.weights={d.weights} (the scene backbone's weights) not found; train "
-                "it (`deconfound train --config scenes_synthetic` on the synthetic set), give "
-                "--dictionary PATH, or set dictionary.weights=null for random weights"
-            )
-        return d, []
-    meta, notes = loaded.meta, []
-    for key in ("backbone", "weights", "image_size", "mask_fill", "seed"):
-        if key in meta:
-            setattr(d, key, meta[key])
-        else:
-            notes.append(
-                f"{path}'s metadata lacks '{key}'; used dictionary.{key}={getattr(d, key)}"
-            )
-    if d.weights and meta.get("weights_sha256"):
-        weights = Path(d.weights)
-        if not weights.is_file():
-            raise DeconfoundError(
-                f"{path} was built with scene backbone weights {weights}, which are not found; "
-                "put that file back or rebuild the dictionary"
-            )
-        if file_sha256(weights) != meta["weights_sha256"]:
-            raise DeconfoundError(
-                f"{weights} has changed since {path} was built with it (another SHA-256); "
-                "rebuild the dictionary with `deconfound dictionary build`"
-            )
-    return d, notes
 
 
 def _features(
@@ -318,12 +287,22 @@ def _dataset_numbers(cfg: Config, info: DatasetInfo, samples: dict[str, list[Sam
 
 
 def _model_numbers(
-    module: Any, checkpoint: Any, cfg: Config, splits: list[str], info: DatasetInfo
-) -> dict[str, Any]:
-    """The model's metrics on ``splits`` (``engine.evaluate``) and per split its confusion
-    matrix (multi-class) or per-class average precision and prevalence (multi-label)."""
+    module: Any,
+    checkpoint: Any,
+    cfg: Config,
+    samples: dict[str, list[Sample]],
+    info: DatasetInfo,
+    features: dict[str, np.ndarray],
+    loaded: ConfounderDictionary | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The model's metrics on the held-out splits of ``samples`` (``engine.evaluate``) and
+    per split its confusion matrix (multi-class) or per-class average precision and prevalence
+    (multi-label), and the share of its errors toward the scene's emotion (None where the data
+    set does not know it); with them, for a CCIM model, what its intervention does (else None).
+    One pass over those splits (and, for CCIM, the training split) besides ``evaluate``'s."""
     from deconfound.engine.run import evaluate
 
+    splits = list(samples)[1:]
     data_cfg = replace(
         module.cfg.data,  # the views, sizes and masking the model was trained with
         root=cfg.data.root,
@@ -341,11 +320,25 @@ def _model_numbers(
         "metric": info.metric,
         "splits": evaluate(module, splits, data),
     }
-    per_split = {s: model_scores(module, data.loader(s), info.task) for s in splits}
+    ccim, train = ccim_of(module), cfg.data.train_split
+    loaders = {s: data.loader(s) for s in splits}
+    passes = model_pass(module, loaders, info.task, data.loader(train) if ccim else None)
     if info.task == "multiclass":
         out["confusion"] = {
-            s: confusion(*v, info.num_classes).tolist() for s, v in per_split.items()
+            s: confusion(p.scores, p.targets, info.num_classes).tolist() for s, p in passes.items()
         }
     else:
-        out["class_ap"] = {s: class_ap(*v, info.classes) for s, v in per_split.items()}
-    return out
+        out["class_ap"] = {
+            s: class_ap(p.scores, p.targets, info.classes) for s, p in passes.items()
+        }
+    scenes = {s: confounders(samples[s]) for s in splits}  # read by evaluation, by no method
+    out["scene_errors"] = scene_errors(passes, scenes, info, cfg.data.dataset)
+    if ccim is None:
+        return out, None
+    model_centres = ccim.confounders.detach().cpu().float()
+    same = (
+        loaded is not None
+        and loaded.centres.shape == model_centres.shape
+        and bool(torch.allclose(loaded.centres.float(), model_centres))
+    )
+    return out, ccim_numbers(ccim, passes, features, info, train, same)

@@ -127,6 +127,7 @@ def render_html(numbers: dict[str, Any], figures: dict[str, bytes]) -> str:
         _clusters_html(numbers, img("clusters", "emotions per context cluster")),
         _probe_html(numbers, img("probe", "context-only probe per split")),
         _model_html(numbers, img),
+        _intervention_html(numbers),
         _provenance_html(numbers),
     ]
     return (
@@ -244,16 +245,30 @@ def _header(n: dict[str, Any]) -> str:
         hi, lo = max(scores, key=scores.__getitem__), min(scores, key=scores.__getitem__)
         label = f"model {metric}: best split ({escape(hi)}) → worst ({escape(lo)})"
         cards.append(_card(f"{_f(scores[hi])} → {_f(scores[lo])}", label))
+    errors = (model or {}).get("scene_errors")
+    if errors and errors["splits"]:
+        split = "test_anti" if "test_anti" in errors["splits"] else list(errors["splits"])[-1]
+        e = errors["splits"][split]
+        label = f"of the model's errors on {escape(split)} name the scene's emotion (chance "
+        cards.append(_card(_f(e["share"]), f"{label}{_f(e['chance'])})"))
+    nav = "".join(
+        f'<a href="#{anchor}">{text}</a>'
+        for anchor, text in [
+            ("clusters", "1. Context clusters"),
+            ("probe", "2. Context-only probe"),
+            ("model", "3. Model"),
+            ("intervention", "4. Intervention"),
+            ("made", "How this was made"),
+        ]
+        if anchor != "intervention" or n.get("intervention")
+    )
     return (
         f"<header><h1>Bias report: {escape(d['name'])}</h1>"
         '<p class="muted">How much the context (the image with the person hidden) gives the '
         "emotion away in this data set, and how much a model depends on it.</p>"
         f'<p class="muted">Data <code>{escape(d["root"])}</code> · {escape(d["task"])}, '
         f"{len(d['classes'])} classes · samples per split: {splits}</p>"
-        f'<div class="cards">{"".join(cards)}</div>'
-        '<nav><a href="#clusters">1. Context clusters</a><a href="#probe">2. Context-only '
-        'probe</a><a href="#model">3. Model</a><a href="#made">How this was made</a></nav>'
-        "</header>"
+        f'<div class="cards">{"".join(cards)}</div><nav>{nav}</nav></header>'
     )
 
 
@@ -416,7 +431,98 @@ def _model_html(n: dict[str, Any], img: Any) -> str:
     return (
         f'<section id="model"><h2>3. The model</h2>{_explain(what, how)}'
         f"{_table(head, rows)}{img('splits', f'model {metric} per split')}"
-        f'<div class="grid">{grid}</div></section>'
+        f'<div class="grid">{grid}</div>{_scene_errors_html(m.get("scene_errors"))}</section>'
+    )
+
+
+def _scene_errors_html(e: dict[str, Any] | None) -> str:
+    if not e:
+        return ""
+    rows = [
+        [escape(s), v["errors"], v["to_preferred"], v["share"], v["chance"], v["uniform_errors"]]
+        for s, v in e["splits"].items()
+    ]
+    head = [
+        "split",
+        "errors",
+        "naming the scene's emotion",
+        "their share",
+        "chance 1/(C−1)",
+        "if errors were uniform",
+    ]
+    what = (
+        f"The <code>{escape(e['dataset'])}</code> set records each sample's hidden scene, and "
+        "each scene favours one emotion (the report reads it; no model does). Of the model's "
+        "wrong answers on each split, the share that names the favoured emotion of the "
+        "sample's scene."
+    )
+    how = (
+        "A model that reads the person errs in no particular direction: a wrong answer names "
+        "the scene's emotion with chance 1/(C−1), one of the C−1 wrong classes. The last "
+        "column is that rate given the true emotions (lower where the true emotion may itself "
+        "be the favoured one, which is then no error). On <code>test_anti</code>, where the "
+        "scene's emotion is never the answer, a share far above chance means the errors are "
+        "the scene speaking through the model."
+    )
+    return f"<h3>Errors toward the scene's emotion</h3>{_explain(what, how)}{_table(head, rows)}"
+
+
+def _intervention_html(n: dict[str, Any]) -> str:
+    c = n.get("intervention")
+    if not c:
+        return ""
+    metric = c["metric"]
+    rows = [
+        [
+            escape(s),
+            v["n"],
+            v["lambda_entropy"],
+            v["lambda_entropy_share"],
+            v["argmax_is_own_cluster"],
+            v["own_cluster_majority"],
+            v["g_norm_share"],
+            v["metric_as_is"],
+            v["metric_g_frozen"],
+            v["metric_difference"],
+        ]
+        for s, v in c["splits"].items()
+    ]
+    head = [
+        "split",
+        "samples",
+        "H(λ) nats",
+        "H(λ) / log N",
+        "argmax λ = own cluster",
+        "largest cluster",
+        "share of g W_g",
+        f"{metric} as is",
+        f"{metric}, g frozen",
+        "frozen − as is",
+    ]
+    what = (
+        f"CCIM ({escape(c['attention'])} attention over N = {c['prototypes']:,} context "
+        "prototypes z_i) weighs the prototypes by its attention λ from the sample's feature h, "
+        "forms the expected confounder g = Σ_i λ_i z_i P(z_i) and classifies "
+        "h W_h + g W_g. These numbers show, per split, whether that machinery does anything."
+    )
+    how = (
+        f"<b>H(λ)</b>, the entropy of λ averaged over samples: log N = {c['log_prototypes']:.2f}"
+        " nats (share 1) means λ is uniform, so that g is the same for every sample; lower "
+        "means λ singles out a few prototypes. <b>argmax λ = own cluster</b>: how often the "
+        "prototype λ weighs most is the one nearest the sample's own masked context (its "
+        "context cluster, as in section 1), beside the largest cluster's share (what naming "
+        "one prototype for every sample scores): near or below it, λ does not find the "
+        "sample's context. <b>Share of g W_g</b>: ‖g W_g‖ / (‖h W_h‖ + ‖g W_g‖) averaged over "
+        "samples, the part of the fused feature that g contributes; near 0, the head sees h "
+        f"alone. <b>g frozen</b>: the {metric} with every sample's g replaced by its mean over "
+        f"the <code>{escape(c['train_split'])}</code> split. If it barely changes, the "
+        "per-sample g carries nothing the model uses: CCIM then acts as a layer on h, not as "
+        "an adjustment over contexts."
+    )
+    notes = "".join(f'<p class="note">{escape(t)}</p>' for t in c["notes"])
+    return (
+        '<section id="intervention"><h2>4. What the intervention does, measured</h2>'
+        f"{_explain(what, how)}{_table(head, rows)}{notes}</section>"
     )
 
 

@@ -1,4 +1,4 @@
-"""The one LightningModule that trains and evaluates every (base model + intervention)."""
+"""The one LightningModule that trains and evaluates every method on every base model."""
 
 from __future__ import annotations
 
@@ -14,21 +14,27 @@ from deconfound.causal import ConfounderDictionary
 from deconfound.config import Config, OptimConfig, from_dict
 from deconfound.data.datamodule import Batch, dataset_info
 from deconfound.engine.losses import make_loss, multiplicative
-from deconfound.engine.metrics import make_metrics
+from deconfound.engine.metrics import ReweightedAccuracy, make_metrics
 from deconfound.errors import ConfigError, DeconfoundError
-from deconfound.models import IERNClassifier, create_model
+from deconfound.methods import get_method
 
 
 class EmotionModule(L.LightningModule):
-    """Trains ``create_model(config.model)`` with the loss and metrics of the data set's task.
+    """Trains and evaluates the model of ``config``: its method (``model.intervention``, see
+    :mod:`deconfound.methods`) builds the model and says what a training step does; the loss
+    and metrics come from the data set's task.
+
+    Validation also logs, where batches carry strata (the dictionary's context clusters, or a
+    data set's stated confounder), ``val/accuracy_reweighted``: accuracy with each (stratum,
+    label) pair weighted as if the two were independent (:class:`ReweightedAccuracy`).
 
     Args:
         config: the resolved run config as a plain dict (saved in every checkpoint, so that a
             checkpoint alone rebuilds the model).
         load_weights: load the backbone weight files named in the config; False when restoring
             from a checkpoint, which holds the trained weights already.
-        dictionary: the intervention's confounder dictionary, when not read from the config's
-            path (a restored checkpoint carries its own).
+        dictionary: the method's confounder dictionary, when not read from the config's path
+            (a restored checkpoint carries its own).
     """
 
     def __init__(
@@ -41,15 +47,30 @@ class EmotionModule(L.LightningModule):
         self.save_hyperparameters({"config": config})
         self.cfg: Config = from_dict(Config, config, "run config")
         self.info = dataset_info(self.cfg.data.dataset)
+        self.method = get_method(self.cfg.model)
+        if self.method.multiclass_only and self.info.task != "multiclass":
+            raise ConfigError(
+                f"model.intervention={self.method.name} needs a multi-class data set, and "
+                f"{self.info.name} is {self.info.task}"
+            )
+        self.automatic_optimization = not self.method.manual_optimization
         loss = self.cfg.loss
         self.criterion = make_loss(loss.name, loss.args, self.info.task, self.info.name)
-        self.model = create_model(
-            self.cfg.model, self.info.num_classes, load_weights=load_weights, dictionary=dictionary
+        self.model = self.method.build(
+            self.info.num_classes,
+            task=self.info.task,
+            load_weights=load_weights,
+            dictionary=dictionary,
         )
         self.val_metrics = make_metrics(self.info, "val/")
         self.test_metrics = make_metrics(self.info, "test/")
+        self.val_reweighted = ReweightedAccuracy()
         # the loss over all the samples of all the processes, each sample weighing the same
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
 
     def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(views)
@@ -63,17 +84,17 @@ class EmotionModule(L.LightningModule):
         beta = self.cfg.loss.modality_beta
         return multiplicative(modality_logits, y, task=self.info.task, beta=beta)
 
-    def setup(self, stage: str) -> None:
-        if self.cfg.trainer.channels_last:  # convolutions then run channels-last, whatever
-            self.model.to(memory_format=torch.channels_last)  # the order of their input
-
-    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.softmax(-1) if self.info.task == "multiclass" else logits.sigmoid()
-
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        views, y, _ = batch
-        logits, modality_logits = self.model.forward_train(views)
-        loss = self.loss(logits, y)
+    def supervised_loss(
+        self,
+        logits: torch.Tensor,
+        modality_logits: list[torch.Tensor],
+        y: torch.Tensor,
+        main: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """A step's training loss, logged: ``main`` (default: the configured loss of
+        ``logits``) plus the modality loss of a multi-modality base model; refused when it
+        is not finite."""
+        loss = self.loss(logits, y) if main is None else main
         if modality_logits and self.cfg.loss.modality_weight > 0:
             extra = self.modality_loss(modality_logits, y)
             self.log("train/modality_loss", extra, batch_size=len(y))
@@ -85,6 +106,36 @@ class EmotionModule(L.LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         return loss
+
+    def setup(self, stage: str) -> None:
+        if self.cfg.trainer.channels_last:  # convolutions then run channels-last, whatever
+            self.model.to(memory_format=torch.channels_last)  # the order of their input
+        data = self.trainer.datamodule if self._trainer is not None else None
+        if stage == "fit" and data is not None:
+            strata, num_strata = data.training_strata()
+            targets = data.training_targets()
+            if self.method.needs_strata and strata is None:
+                raise ConfigError(
+                    f"model.intervention={self.method.name} needs each training sample's "
+                    "confounder stratum: give model.dictionary (its context clusters), or use "
+                    "a data set that states its confounder"
+                )
+            self.method.setup(self, strata, targets, num_strata)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["method_state"] = self.method.state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.method.load_state(checkpoint.get("method_state", {}))
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(-1) if self.info.task == "multiclass" else logits.sigmoid()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self.method.training_step(self, batch)
+
+    def on_train_epoch_end(self) -> None:
+        self.method.on_train_epoch_end(self)
 
     def on_validation_epoch_start(self) -> None:
         # a last optimiser step can leave non-finite weights behind a finite loss: stop before
@@ -123,7 +174,7 @@ class EmotionModule(L.LightningModule):
         return str(path) if path else "checkpoint"
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
-        views, y, _ = batch
+        views, y, z = batch
         logits = self(views)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(self._scores(logits), y.long() if self.info.task == "multilabel" else y)
@@ -131,6 +182,9 @@ class EmotionModule(L.LightningModule):
         losses.update(self.loss(logits, y), weight=len(y))
         self.log(f"{stage}/loss", losses)
         self.log_dict(metrics, prog_bar=stage == "val")
+        if stage == "val" and self.info.task == "multiclass" and len(z) and int(z.min()) >= 0:
+            self.val_reweighted.update(logits.argmax(-1), y, z)
+            self.log("val/accuracy_reweighted", self.val_reweighted)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -139,12 +193,7 @@ class EmotionModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        base = list(self.model.base.parameters())
-        ids = {id(p) for p in base}
-        rest = [p for p in self.parameters() if id(p) not in ids]
-        opt = make_optimizer(self.cfg.optim, base, rest)
-        sched = make_scheduler(self.cfg, opt)
-        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
+        return self.method.configure_optimizers(self)
 
 
 def make_optimizer(
@@ -195,108 +244,3 @@ def make_scheduler(cfg: Config, opt: torch.optim.Optimizer) -> Any:
         return max(0.0, 1 - (epoch - start + 1) / (epochs - start + 1))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-class IERNModule(EmotionModule):
-    """Trains IERN (``model.intervention: iern``) with its three alternating steps per batch,
-    each with its own optimiser (``optim``'s kind, learning rate and betas):
-
-    1. the discriminators, on detached emotion and confounder maps;
-    2. the generators, the strata centres and the reconstruction network, by the confusion,
-       center and reconstruction losses (discriminators frozen);
-    3. the base model and reduction (at ``optim.backbone_lr``), the emotion generator and the
-       classifier, by cross-entropy of the stratum-averaged prediction.
-
-    Batches must carry every sample's confounder stratum (0 … strata − 1).
-    """
-
-    def __init__(
-        self,
-        config: dict[str, Any],
-        load_weights: bool = True,
-        dictionary: ConfounderDictionary | None = None,
-    ) -> None:
-        super().__init__(config, load_weights, dictionary)
-        self.automatic_optimization = False
-        if self.info.task != "multiclass":
-            raise ConfigError("model.intervention=iern needs a multi-class data set")
-
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        views, y, z = batch
-        net: IERNClassifier = self.model  # type: ignore[assignment]
-        iern = net.iern
-        if z.min() < 0 or z.max() >= iern.strata:
-            raise ConfigError(
-                f"IERN needs each training sample's confounder stratum in 0..{iern.strata - 1} "
-                f"(model.intervention_args.strata), got {z.min().item()}..{z.max().item()}; "
-                f"use a data set that names its strata (mixbasic, synthetic_faces)"
-            )
-        opt_dis, opt_feat, opt_cls = self.optimizers()  # type: ignore[misc]
-        f = net.features(views)  # (B, C, s, s), with the backbone's graph for step 3
-        fd = f.detach()
-        e, c = iern.emotion_generator(fd), iern.confounder_generator(fd)
-
-        dis = iern.discriminator_loss(e.detach(), c.detach(), y, z)
-        opt_dis.zero_grad()
-        self.manual_backward(dis)
-        opt_dis.step()
-
-        discriminators = iern.parameter_groups()["discriminators"]
-        for p in discriminators:
-            p.requires_grad_(False)
-        feat = iern.feature_losses(fd, e, c, z)
-        opt_feat.zero_grad()
-        self.manual_backward(feat.total)
-        if iern.center_weight > 0:  # the centres follow the unweighted center loss
-            iern.centres.grad.div_(iern.center_weight)  # type: ignore[union-attr]
-        opt_feat.step()
-        for p in discriminators:
-            p.requires_grad_(True)
-
-        logits = iern.classify(iern.emotion_generator(f))
-        loss = self.loss(logits, y)
-        if not torch.isfinite(loss) or not torch.isfinite(feat.total):
-            raise FloatingPointError(
-                f"IERN's losses became non-finite at step {self.global_step}; "
-                "lower optim.lr or check the input data"
-            )
-        opt_cls.zero_grad()
-        self.manual_backward(loss)
-        opt_cls.step()
-        n = len(y)
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log_dict(
-            {
-                "train/discriminators": dis,
-                "train/confusion": feat.confusion,
-                "train/center": feat.center,
-                "train/reconstruction": feat.reconstruction,
-            },
-            batch_size=n,
-        )
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        schedulers = self.lr_schedulers()
-        for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
-            if sched is not None:
-                sched.step()
-
-    def configure_optimizers(self) -> Any:
-        net: IERNClassifier = self.model  # type: ignore[assignment]
-        groups = net.iern.parameter_groups()
-        backbone = list(net.base.parameters()) + groups["reduce"]
-        optimizers = [
-            make_optimizer(self.cfg.optim, [], groups["discriminators"]),
-            make_optimizer(self.cfg.optim, [], groups["features"]),
-            make_optimizer(self.cfg.optim, backbone, groups["classifier"]),
-        ]
-        schedulers = [make_scheduler(self.cfg, opt) for opt in optimizers]
-        if schedulers[0] is None:
-            return optimizers
-        return optimizers, schedulers
-
-
-def module_class(config: dict[str, Any]) -> type[EmotionModule]:
-    """The module that trains ``config``'s model: IERN's three-step one, or the plain one."""
-    return IERNModule if config["model"]["intervention"] == "iern" else EmotionModule

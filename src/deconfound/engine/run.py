@@ -15,12 +15,14 @@ import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from deconfound.causal import ConfounderDictionary
-from deconfound.config import Config, apply_override, from_dict, save_config
+from deconfound.config import Config, TrainerConfig, apply_override, from_dict, save_config
 from deconfound.data.datamodule import EmotionDataModule, epoch_seed
-from deconfound.engine.module import EmotionModule, module_class
-from deconfound.errors import ConfigError, DeconfoundError
+from deconfound.engine.folder import holds_run_folder
+from deconfound.engine.module import EmotionModule
+from deconfound.errors import ConfigError, DeconfoundError, one_line
 from deconfound.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -93,11 +95,13 @@ class EpochSeeding(Callback):
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Where a run's outputs are, and its best validation score."""
+    """Where a run's outputs are, its best validation score (by ``trainer.monitor``), and the
+    checkpoint ``trainer.select`` picks as the run's result."""
 
     run_dir: Path
     best_checkpoint: Path
     best_score: float
+    selected: Path
 
 
 def make_trainer(
@@ -115,7 +119,8 @@ def make_trainer(
     show_progress = t.progress_bar and run_dir is not None
     if show_progress:
         callbacks.append(TQDMProgressBar())
-    return L.Trainer(
+    check_hardware(cfg.trainer)
+    return _new_trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
@@ -135,6 +140,47 @@ def make_trainer(
     )
 
 
+def check_hardware(t: TrainerConfig) -> None:
+    """Refuse, naming the choices, a ``trainer.accelerator`` that this machine does not have and
+    ``trainer.devices`` that it cannot give (the config's own check knows only the names)."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if t.accelerator in ("gpu", "cuda") and not gpus:
+        build = " (a CPU-only build of torch)" if torch.version.cuda is None else ""
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator}, but this machine has no CUDA GPU that torch "
+            f"{torch.__version__}{build} can use; use trainer.accelerator=cpu or auto"
+        )
+    if t.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "trainer.accelerator=mps, but this machine has no Apple GPU that torch can use; "
+            "use trainer.accelerator=cpu or auto"
+        )
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not gpus)
+    if on_cpu and t.devices != "auto" and not (isinstance(t.devices, int) and t.devices >= 1):
+        raise ConfigError(
+            f"trainer.devices={t.devices!r} names GPUs, but the run is on the CPU; give a number "
+            "of processes (1 or more) or auto"
+        )
+    wanted = t.devices if isinstance(t.devices, int) else 0
+    if not on_cpu and wanted > gpus:
+        raise ConfigError(
+            f"trainer.devices={wanted}, but this machine has {gpus} GPU(s); ask for at most "
+            f"{gpus}, or -1 for all"
+        )
+
+
+def _new_trainer(**options: Any) -> L.Trainer:
+    """``L.Trainer(**options)``; what Lightning refuses in them is a one-line ConfigError."""
+    try:
+        return L.Trainer(**options)
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as e:
+        chosen = ", ".join(
+            f"trainer.{k}={options[k]!r}" for k in ("accelerator", "devices", "precision")
+        )
+        raise ConfigError(f"Lightning refuses {chosen}: {one_line(e)}") from None
+
+
+@holds_run_folder  # locked while it trains; removed if the run fails before saving anything
 def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     """Train ``cfg`` into ``cfg.run_dir``; a run interrupted there resumes from ``last.ckpt``.
 
@@ -159,12 +205,12 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
         log.info("resuming %s from %s", run_dir, last)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     config = cfg.to_dict()
-    module = module_class(config)(config)
+    module = EmotionModule(config)
     data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
-    data.shuffle_seed = cfg.trainer.seed
-    for split in (cfg.data.train_split, cfg.data.val_split):  # refuse bad data before writing
-        data.dataset(split)
+    prepare_data(cfg, module, data)  # refuses bad data before anything is written
     monitor = f"val/{module.info.metric}"
+    if cfg.trainer.monitor == "reweighted":
+        monitor = "val/accuracy_reweighted"
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", enable_version_counter=False
     )
@@ -180,22 +226,70 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
         save_config(cfg, run_dir / "config.yaml")
     trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
     score = checkpoint.best_model_score
+    best = Path(checkpoint.best_model_path or last)
     return TrainResult(
         run_dir,
-        Path(checkpoint.best_model_path or last),
+        best,
         float(score) if score is not None else float("nan"),
+        best if cfg.trainer.select == "best" else last,
     )
+
+
+def prepare_data(cfg: Config, module: EmotionModule, data: EmotionDataModule) -> None:
+    """Set ``data`` up for this run of ``module``'s method: the training order's seed, the
+    method's redrawing of training pictures, and the strata (context clusters of
+    ``model.dictionary``, which every run with a dictionary gets for the re-weighted validation
+    metric); the training and validation splits are read, so bad data stops the run here."""
+    method, d = module.method, cfg.data
+    data.shuffle_seed = cfg.trainer.seed
+    for split in (d.train_split, d.val_split):
+        data.dataset(split)
+    data.compose = method.compose(data.reader, d.train_split, d.mask_fill)
+    strata: dict[str, np.ndarray] = {}
+    n = 0
+    if cfg.model.dictionary and (method.needs_strata or module.info.task == "multiclass"):
+        from deconfound.causal.strata import dictionary_strata
+
+        splits = {s: data.dataset(s).samples for s in (d.train_split, d.val_split)}
+        try:
+            strata, n = dictionary_strata(
+                cfg, splits, module.info, progress=False, described=not method.needs_strata
+            )
+        except DeconfoundError as e:
+            if method.needs_strata:
+                raise
+            log.warning("val/accuracy_reweighted is not logged: %s", e)
+    data.set_strata(strata, n)
+    if cfg.trainer.monitor == "reweighted" and data.training_strata()[0] is None:
+        raise ConfigError(
+            "trainer.monitor=reweighted needs strata: give model.dictionary (its context "
+            "clusters) or use a data set that states its confounder"
+        )
 
 
 def _check_resumable(cfg: Config, saved_path: Path) -> None:
     """Refuse to continue a run whose saved config differs (beyond ``RESUMABLE_CHANGES``).
 
     The saved config is read through the current schema, so options added since it was written
-    take their defaults instead of counting as differences.
+    take their defaults instead of counting as differences. The run's ``last.ckpt`` must be a
+    checkpoint of such a run too (:func:`_check_last`).
     """
+    _check_last(cfg, saved_path.parent / "checkpoints" / "last.ckpt")
     if not saved_path.is_file():
         return
     saved = from_dict(Config, yaml.safe_load(saved_path.read_text()), str(saved_path)).to_dict()
+    changed = _changed(saved, cfg)
+    if changed:
+        key, before, value = changed
+        raise ConfigError(
+            f"{saved_path.parent} holds a run made with {key}={before!r}, "
+            f"not {value!r}; use another name or delete that directory"
+        )
+
+
+def _changed(saved: dict[str, Any], cfg: Config) -> tuple[str, Any, Any] | None:
+    """The first option (``section.key``, saved value, value in ``cfg``) in which the saved
+    config differs from ``cfg`` beyond ``RESUMABLE_CHANGES``; None when there is none."""
     for section, values in cfg.to_dict().items():
         if not isinstance(values, dict):
             continue
@@ -203,10 +297,30 @@ def _check_resumable(cfg: Config, saved_path: Path) -> None:
             before = saved[section][key]
             exempt = {(section, key), (section, "*")} & RESUMABLE_CHANGES
             if not exempt and before != value:
-                raise ConfigError(
-                    f"{saved_path.parent} holds a run made with {section}.{key}={before!r}, "
-                    f"not {value!r}; use another name or delete that directory"
-                )
+                return f"{section}.{key}", before, value
+    return None
+
+
+def _check_last(cfg: Config, last: Path) -> None:
+    """Refuse to resume from ``last`` unless it is a checkpoint that ``deconfound train`` wrote
+    for this config (beyond ``RESUMABLE_CHANGES``), in a short line naming it and the fix
+    (Lightning's own errors on a foreign file span many lines)."""
+    fix = "delete it to start afresh, or give this run another name"
+    try:
+        try:  # (memory-mapped: the weights are not read)
+            ckpt = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # a file not in torch's zip format cannot be mapped
+            ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        saved = from_dict(Config, ckpt["hyper_parameters"]["config"], str(last)).to_dict()
+        if "state_dict" not in ckpt or "epoch" not in ckpt:
+            raise KeyError("state_dict")
+    except Exception as e:
+        why = f"no {e}" if isinstance(e, KeyError) else one_line(e)[:40]
+        raise DeconfoundError(f"{last}: not a deconfound train checkpoint ({why}); {fix}") from None
+    changed = _changed(saved, cfg)
+    if changed:
+        key, before, value = (str(v)[:30] for v in changed)
+        raise DeconfoundError(f"{last} was saved with {key}={before}, not {value}; {fix}")
 
 
 def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> EmotionModule:
@@ -231,11 +345,12 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
         apply_override(config, item)
     state = ckpt["state_dict"]
     dictionary = None
-    if "model.intervention.confounders" in state:  # the checkpoint carries its dictionary
-        prior = state["model.intervention.prior"].flatten()
-        dictionary = ConfounderDictionary(state["model.intervention.confounders"], prior)
+    held = [k for k in state if k.endswith(".confounders") and f"{k[:-11]}prior" in state]
+    if held:  # the checkpoint carries its dictionary (CCIM's, the backdoor adjustment's)
+        prior = state[f"{held[0][:-11]}prior"].flatten()
+        dictionary = ConfounderDictionary(state[held[0]], prior)
     config = from_dict(Config, config, str(path)).to_dict()
-    module = module_class(config)(config, load_weights=False, dictionary=dictionary)
+    module = EmotionModule(config, load_weights=False, dictionary=dictionary)
     module.load_state_dict(state)
     return module.eval()
 

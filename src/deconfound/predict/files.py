@@ -9,12 +9,14 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from glob import glob
+from fnmatch import fnmatchcase
+from glob import glob, has_magic
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from deconfound.data.sample import Box
+from deconfound.data.views import displayed_size, open_image
 from deconfound.errors import ConfigError, DataError
 from deconfound.io import atomic_write, atomic_write_text
 from deconfound.predict.predictor import Prediction, read_image
@@ -31,15 +33,21 @@ PALETTE = ((200, 30, 60), (0, 100, 180), (0, 130, 90), (120, 60, 160), (150, 80,
 """Box colours, one per person of an image in turn (labels are white on them)."""
 
 
-def collect_inputs(items: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[Box | None]]:
+def collect_inputs(
+    items: Sequence[str | os.PathLike[str]], skip: Iterable[str | os.PathLike[str]] = ()
+) -> tuple[list[Path], list[Box | None]]:
     """The images that ``items`` name, in order, each with its box (None: find the people).
 
     An item is a folder (its images, sub-folders included, sorted by path), a box file
     (``.csv``, see :func:`read_box_csv`), a glob pattern (``photos/**/*.jpg``, sorted) or an
     image. A path that names nothing is kept: predicting on it is the missing-image error.
+    Folders and patterns are searched without going into the folders ``skip`` names (the
+    drawings of an earlier run, ``--draw``, when they lie among the inputs), and a folder
+    reached again through a symbolic link (a link loop) is searched once.
     """
     files: list[Path] = []
     boxes: list[Box | None] = []
+    skipped = {Path(folder).resolve() for folder in skip}
     for item in items:
         path = Path(item)
         if path.suffix.lower() == ".csv":
@@ -48,10 +56,10 @@ def collect_inputs(items: Sequence[str | os.PathLike[str]]) -> tuple[list[Path],
             boxes += more_boxes
             continue
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if _is_image(p))
+            found = _walk(path, skipped)
             empty = f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder"
         elif not path.exists() and any(c in str(item) for c in "*?["):
-            found = sorted(Path(p) for p in glob(str(item), recursive=True) if _is_image(Path(p)))
+            found = _glob(str(item), skipped)
             empty = f"{item}: no image matches this pattern"
         else:
             found, empty = [path], ""
@@ -64,6 +72,58 @@ def collect_inputs(items: Sequence[str | os.PathLike[str]]) -> tuple[list[Path],
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def _walk(folder: Path, skip: set[Path]) -> list[Path]:
+    """The image files under ``folder``, sub-folders included, sorted by path: symbolic links
+    to folders are followed, but each folder is searched once (so a link loop ends), and the
+    folders in ``skip`` (resolved paths) are left out."""
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(top)
+        except OSError:  # a link that points nowhere
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen or Path(top).resolve() in skip:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort(key=lambda d: (os.path.islink(os.path.join(top, d)), d))  # real ones first
+        found += [p for p in (Path(top) / n for n in names) if _is_image(p)]
+    return sorted(found)
+
+
+def _glob(pattern: str, skip: set[Path]) -> list[Path]:
+    """The image files that the glob ``pattern`` matches, sorted; ``**`` matches any number of
+    folders, searched as :func:`_walk` searches (each folder once, ``skip`` left out)."""
+    parts = Path(pattern).parts
+    if "**" not in parts:
+        matches = (Path(p) for p in glob(pattern))
+        return sorted(p for p in matches if _is_image(p) and not _inside(p, skip))
+    fixed = next(i for i, part in enumerate(parts) if has_magic(part))
+    base = Path(*parts[:fixed]) if fixed else Path()
+    return [p for p in _walk(base, skip) if _matches(p.relative_to(base).parts, parts[fixed:])]
+
+
+def _inside(path: Path, folders: set[Path]) -> bool:
+    return bool(folders) and any(f in folders for f in path.resolve().parents)
+
+
+def _matches(names: Sequence[str], pattern: Sequence[str]) -> bool:
+    """Whether the path ``names`` matches the glob ``pattern``, part by part (``**``: any
+    number of parts); as in ``glob``, a wildcard does not match a name that starts with a dot."""
+    if not pattern:
+        return not names
+    if pattern[0] == "**":
+        rest = pattern[1:]
+        return _matches(names, rest) or (
+            bool(names) and not names[0].startswith(".") and _matches(names[1:], pattern)
+        )
+    if not names or (names[0].startswith(".") and not pattern[0].startswith(".")):
+        return False
+    return fnmatchcase(names[0], pattern[0]) and _matches(names[1:], pattern[1:])
 
 
 def read_box_csv(path: Path) -> tuple[list[Path], list[Box | None]]:
@@ -110,9 +170,9 @@ def _row_box(row: dict[str, str | None], where: str, image: Path) -> Box | None:
             f"detect the person), got {','.join(cells)!r}"
         ) from None
     try:
-        with Image.open(image) as im:
-            size = im.size
-    except (OSError, ValueError):  # a bad image is reported (or skipped) when predicting
+        with open_image(image) as im:
+            size = displayed_size(im)  # boxes refer to the picture as displayed
+    except (OSError, ValueError, DataError):  # a bad image is reported (or skipped) when predicting
         size = (sys.maxsize, sys.maxsize)
     problem = box.problem(size)
     if problem:

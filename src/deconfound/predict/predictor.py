@@ -111,8 +111,8 @@ class Predictor:
         detector: the face detector for images without a box (``mtcnn``, any
             :class:`~deconfound.data.faces.FaceDetector`), or None to take the whole image.
         top_k: emotions per prediction's ``top_k``.
-        sidecar_root: the folder whose ``pose/``, ``depth/`` and ``objects/`` hold the images'
-            sidecar files (:mod:`deconfound.data.sidecars`), for models that read them.
+        sidecar_root: the folder whose ``pose/``, ``depth/``, ``objects/`` and ``masks/`` hold
+            the images' sidecar files (:mod:`deconfound.data.sidecars`), for models that read them.
         progress: show a progress bar over the images.
     """
 
@@ -149,7 +149,7 @@ class Predictor:
         self.sizes = {v: data.view_sizes[v] for v in self.views}
         self.fill = data.mask_fill
         self.root = Path(sidecar_root) if sidecar_root is not None else None
-        kinds = [v for v in self.views if v in sidecars.KINDS]
+        kinds = [k for k in sidecars.KINDS if sidecars.VIEW_OF[k] in self.views]
         if kinds and self.root is None:
             raise ConfigError(
                 f"{checkpoint}: the model reads {' and '.join(kinds)} files (made by "
@@ -224,6 +224,13 @@ class Predictor:
                 raise DataError(f"{name}: box {problem}; give a box inside the image, or none")
             found = [self._sample(name, given, "given", size)]
         elif self.needs_box and self.detector is not None:
+            smallest = getattr(self.detector, "min_face", 0)
+            if min(size) < smallest:
+                log.warning(
+                    "%s: %dx%d pixels is smaller than the smallest face the %s detector finds "
+                    "(%d pixels): predicted on the whole image (box_source whole-image)",
+                    name, *size, self.detector.name, smallest,
+                )  # fmt: skip
             faces = sorted((f for f, _ in self.detector.detect(picture)), key=Box.as_tuple)
             found = [self._sample(name, f, "detected", size) for f in faces]
         if not found:
@@ -267,9 +274,10 @@ class Predictor:
 
 
 def read_image(image: ImageInput, name: str) -> Image.Image:
-    """``image`` decoded as RGB; a missing or corrupt file is a one-line DataError."""
+    """``image`` decoded as RGB as training decodes it (``views.load_image``: orientation, bit
+    depth, transparency); a missing or corrupt file is a one-line DataError."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return load_image(image)
     if not Path(image).is_file():
         raise DataError(f"{name}: image not found; check the path or leave it out")
     return load_image(

@@ -10,7 +10,7 @@ its ``val`` part (for pretraining a scene backbone, as Places365 is used for rea
 Every image is drawn from its own random stream, seeded by (seed, split, index): the output is
 identical for a given seed whatever the number of worker processes.
 
-Every person image ``images/<split>/<name>.png`` (not the ``scenes`` ones) has three sidecar
+Every person image ``images/<split>/<name>.png`` (not the ``scenes`` ones) has four sidecar
 files, made from the true drawn geometry, in the formats real tools write (see ``sidecars.py``):
 
 - ``pose/images/<split>/<name>_keypoints.json``: OpenPose ``--write_json`` output, one person
@@ -19,7 +19,13 @@ files, made from the true drawn geometry, in the formats real tools write (see `
   nearest, 255 farthest (sky 255, ground 200 at the horizon to 20 at the bottom row, objects and
   the person's box at the ground depth of their bottom row);
 - ``objects/images/<split>/<name>.json``: ``{"boxes": [[x1, y1, x2, y2], ...], "scores": [...],
-  "labels": [...]}``, the scene objects' integer pixel boxes (x2/y2 exclusive) and shape names.
+  "labels": [...]}``, the scene objects' integer pixel boxes (x2/y2 exclusive) and shape names;
+- ``masks/images/<split>/<name>.png``: the person's true mask, an 8-bit grayscale PNG at the
+  image's size, 255 on every pixel the person was drawn on and 0 elsewhere (the silhouette
+  before the image's noise; it lies inside the person box). Drawing it takes no random number,
+  so the images are those of format 3.
+
+Format 4 added the masks: :func:`generate` does not reuse a set of an older format.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from deconfound.data.synthetic.sidecars import sidecar_paths, write_sidecars
 from deconfound.errors import DataError
 from deconfound.io import read_meta
 
-FORMAT = "deconfound-synthetic/3"
+FORMAT = "deconfound-synthetic/4"
 PERSON_SPLITS = ("train", "val", "test_iid", "test_balanced", "test_anti")
 CONFOUNDED_SPLITS = ("train", "val", "test_iid")
 ANNOTATION_COLUMNS = (

@@ -296,13 +296,22 @@ drawn joints have confidence 1."""
 class DrawnPerson:
     """A person drawn by :func:`draw_person`, in image pixels.
 
-    ``person`` holds every pixel the person changed, ``face`` bounds the head, and
-    ``keypoints`` are the 25 :data:`BODY_25` joints of the drawn figure, in that order.
+    ``person`` holds every pixel the person changed, ``face`` bounds the head,
+    ``keypoints`` are the 25 :data:`BODY_25` joints of the drawn figure, in that order, and
+    ``parts`` the shapes it was drawn with, in image pixels (see :meth:`silhouette`).
     """
 
     person: Box
     face: Box
     keypoints: tuple[Keypoint, ...]
+    parts: tuple[_Prim, ...] = ()
+
+    def silhouette(self, size: tuple[int, int]) -> Image.Image:
+        """An 8-bit ("L") picture of ``size`` (width, height): 255 on every pixel the person was
+        drawn on, 0 elsewhere (before the image's noise)."""
+        img = Image.new("L", size, 0)
+        _paint(ImageDraw.Draw(img), self.parts, 255)
+        return img
 
 
 def _person_parts(
@@ -400,24 +409,32 @@ def draw_person(img: Image.Image, e: Expression, rng: np.random.Generator) -> Dr
         x0, y0, x1, y1 = _extent(parts)
     tx = rng.uniform(-x0, size - x1)
     ty = rng.uniform(-y0, size - y1)
-    d = ImageDraw.Draw(img)
-    for kind, pts, width, colour in parts:
-        moved = [(x + tx, y + ty) for x, y in pts]
-        if kind == "line":
-            d.line(moved, fill=colour, width=max(1, round(width)), joint="curve")
-        elif kind == "rect":
-            d.rectangle((*moved[0], *moved[1]), fill=colour)
-        elif kind == "ellipse":
-            d.ellipse((*moved[0], *moved[1]), fill=colour)
-        else:
-            d.polygon(moved, fill=colour)
+    placed = tuple(
+        (kind, [(x + tx, y + ty) for x, y in pts], width, colour)
+        for kind, pts, width, colour in parts
+    )
+    _paint(ImageDraw.Draw(img), placed)
     person = Box(int(x0 + tx), int(y0 + ty), math.ceil(x1 + tx), math.ceil(y1 + ty))
     hx0, hy0, hx1, hy1 = head
     face = Box(int(hx0 + tx), int(hy0 + ty), math.ceil(hx1 + tx), math.ceil(hy1 + ty))
     keypoints = tuple(
         (float(x + tx), float(y + ty), c) for x, y, c in (joints[name] for name in BODY_25)
     )
-    return DrawnPerson(person, face, keypoints)
+    return DrawnPerson(person, face, keypoints, placed)
+
+
+def _paint(d: ImageDraw.ImageDraw, parts: tuple[_Prim, ...], fill: int | None = None) -> None:
+    """Draw ``parts`` (in image pixels) on ``d``, each in its colour or all in ``fill``."""
+    for kind, pts, width, colour in parts:
+        c = colour if fill is None else fill
+        if kind == "line":
+            d.line(pts, fill=c, width=max(1, round(width)), joint="curve")
+        elif kind == "rect":
+            d.rectangle((*pts[0], *pts[1]), fill=c)
+        elif kind == "ellipse":
+            d.ellipse((*pts[0], *pts[1]), fill=c)
+        else:
+            d.polygon(pts, fill=c)
 
 
 def add_noise(img: Image.Image, rng: np.random.Generator, sigma: float = 6.0) -> Image.Image:

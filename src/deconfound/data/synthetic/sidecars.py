@@ -1,13 +1,15 @@
 """Sidecar files of the synthetic benchmark, in the formats real tools write, so that models
-which read pose keypoints, depth maps or object proposals run on it: OpenPose ``--write_json``
-keypoints (BODY_25), 8-bit depth PNGs and object-detector boxes. They are made from the true
-geometry of what was drawn (:class:`SceneLayout`, :class:`DrawnPerson`), not estimated.
+which read pose keypoints, depth maps or object proposals run on it, and the ``paste`` method
+can cut the person out: OpenPose ``--write_json`` keypoints (BODY_25), 8-bit depth PNGs,
+object-detector boxes and 8-bit person masks. They are made from the true geometry of what was
+drawn (:class:`SceneLayout`, :class:`DrawnPerson`), not estimated.
 
 For an image ``images/<split>/<name>.png`` (a path relative to the set's root):
 
 - ``pose/images/<split>/<name>_keypoints.json``: see :func:`openpose_json`;
 - ``depth/images/<split>/<name>.png``: see :func:`depth_map`;
-- ``objects/images/<split>/<name>.json``: see :func:`proposals_json`.
+- ``objects/images/<split>/<name>.json``: see :func:`proposals_json`;
+- ``masks/images/<split>/<name>.png``: see :func:`person_mask`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deconfound.data.sidecars import KINDS, candidates
+from deconfound.data.sidecars import candidates
 from deconfound.data.synthetic.render import DrawnPerson, SceneLayout
 
 SKY_DEPTH = 255
@@ -30,12 +32,15 @@ OBJECT_SCORE = 1.0
 """The score of every object proposal (the objects are known, not detected)."""
 
 
-def sidecar_paths(root: Path, image: str) -> tuple[Path, Path, Path]:
-    """The (pose, depth, objects) files of ``image``, a POSIX path relative to ``root``, where
-    the readers look for them (:func:`deconfound.data.sidecars.candidates`; depth as PNG)."""
+def sidecar_paths(root: Path, image: str) -> tuple[Path, Path, Path, Path]:
+    """The (pose, depth, objects, mask) files of ``image``, a POSIX path relative to ``root``,
+    where the readers look for them (:func:`deconfound.data.sidecars.candidates`; depth as
+    PNG)."""
     stem = str(PurePosixPath(image).with_suffix(""))
-    (pose,), (_, depth), (objects,) = (candidates(k, root, stem) for k in KINDS)
-    return pose, depth, objects
+    (pose,), (_, depth), (objects,), (mask,) = (
+        candidates(k, root, stem) for k in ("pose", "depth", "objects", "masks")
+    )
+    return pose, depth, objects, mask
 
 
 def openpose_json(person: DrawnPerson) -> str:
@@ -103,10 +108,17 @@ def proposals_json(layout: SceneLayout) -> str:
     return json.dumps(out, separators=(",", ":"))
 
 
+def person_mask(layout: SceneLayout, person: DrawnPerson) -> Image.Image:
+    """The person's 8-bit ("L") mask at the picture's size: 255 on every pixel the person was
+    drawn on (its silhouette before the image's noise), 0 elsewhere."""
+    return person.silhouette((layout.size, layout.size))
+
+
 def write_sidecars(root: Path, image: str, layout: SceneLayout, person: DrawnPerson) -> None:
-    """Write the three sidecar files of ``image`` (relative to ``root``); their folders must
+    """Write the four sidecar files of ``image`` (relative to ``root``); their folders must
     exist."""
-    pose, depth, objects = sidecar_paths(root, image)
+    pose, depth, objects, mask = sidecar_paths(root, image)
     pose.write_text(openpose_json(person))
     depth_map(layout, person).save(depth, compress_level=1)
     objects.write_text(proposals_json(layout))
+    person_mask(layout, person).save(mask, compress_level=1)

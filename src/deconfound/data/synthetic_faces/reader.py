@@ -15,6 +15,7 @@ INFO = DatasetInfo(
     task="multiclass",
     splits=SPLITS,
     boxes=("face",),
+    observed_confounder=True,
 )
 SOURCES: tuple[str, ...] = tuple(style.name for style in STYLES)
 """The source folders, in confounder order."""

@@ -1,0 +1,390 @@
+"""do(context) as data: a training person cut out with its mask and pasted onto another scene.
+
+The ``paste`` training method shows the model each training person, where it stands, in front
+of a background drawn at random, so that the label no longer tells anything about the scene.
+The person is cut out with the image's person mask (the ``masks`` sidecar files,
+:mod:`deconfound.data.sidecars`) inside its person box (its face box where only a face is
+known: :attr:`~deconfound.data.sample.Sample.hidden`). The backgrounds (see
+:meth:`PersonPaste.from_reader`) are by default the other training images, each with its own
+people (its mask, dilated by a couple of pixels) hidden with the mask fill; or another split of
+the data set, hidden alike; or person-free pictures: the synthetic set's ``scenes``, or any
+folder of images.
+
+Everything random comes from the ``numpy.random.Generator`` the caller passes: the result is a
+pure function of (sample, generator state).
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from deconfound.data import sidecars
+from deconfound.data.sample import Box, DatasetInfo, ImageRef, Sample
+from deconfound.data.synthetic import SyntheticReader, SyntheticScenesReader
+from deconfound.data.views import FILLS, Fill, load_image
+from deconfound.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+MissingMask = Literal["error", "box"]
+MISSING_MASKS: tuple[str, ...] = typing.get_args(MissingMask)
+
+SCENES = "scenes"
+"""The ``backgrounds`` name of the synthetic set's person-free pictures (its ``train`` part)."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+"""The files a folder of backgrounds is searched for (in any case, in every subfolder)."""
+
+DILATION = 2
+"""Pixels by which a background's person mask is grown before it is hidden."""
+
+CACHE_BYTES = 512 * 2**20
+"""How much decoded pictures and masks a :class:`PersonPaste` keeps in memory, per process."""
+
+
+def composite(image: Image.Image, mask: np.ndarray, background: Image.Image) -> Image.Image:
+    """An RGB picture of ``image``'s size: ``image``'s pixels where ``mask`` (a bool (H, W)
+    array) is True, ``background``'s (resized bilinearly to the image's size) elsewhere."""
+    picture = np.asarray(image.convert("RGB"))
+    if mask.shape != picture.shape[:2]:
+        raise ValueError(f"a mask of shape {mask.shape} for a {image.width}x{image.height} image")
+    scene = background.convert("RGB")
+    if scene.size != image.size:
+        scene = scene.resize(image.size, Image.BILINEAR)
+    return Image.fromarray(np.where(mask[..., None], picture, np.asarray(scene)))
+
+
+def hide(picture: np.ndarray, mask: np.ndarray, fill: Fill) -> np.ndarray:
+    """A copy of the (H, W, 3) uint8 ``picture`` with the pixels of the bool ``mask`` hidden
+    as :func:`deconfound.data.views.mask_box` hides a box: black, the picture's mean colour, or
+    a heavily blurred copy (radius half the longer side of the mask's bounding box)."""
+    if fill not in FILLS:
+        raise DataError(f"unknown mask fill '{fill}'; choose {', '.join(FILLS)}")
+    out = picture.copy()
+    if not mask.any():
+        return out
+    if fill == "zeros":
+        out[mask] = 0
+    elif fill == "mean":
+        out[mask] = picture.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    else:
+        ys, xs = np.nonzero(mask)
+        radius = float(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)) / 2
+        blurred = Image.fromarray(picture).filter(ImageFilter.GaussianBlur(radius))
+        out[mask] = np.asarray(blurred)[mask]
+    return out
+
+
+def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """The bool ``mask`` grown by ``pixels`` in every direction (a square neighbourhood)."""
+    out = mask.copy()
+    for axis in (0, 1):
+        grown = out.copy()
+        for shift in range(1, min(pixels, out.shape[axis] - 1) + 1):
+            ahead = [slice(None)] * 2
+            behind = [slice(None)] * 2
+            ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
+            grown[tuple(ahead)] |= out[tuple(behind)]
+            grown[tuple(behind)] |= out[tuple(ahead)]
+        out = grown
+    return out
+
+
+def box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
+    """A bool array of ``shape`` (H, W), True inside ``box`` (clipped to the array)."""
+    h, w = shape
+    b = box.clip((w, h))
+    out = np.zeros(shape, dtype=bool)
+    out[b.y1 : b.y2, b.x1 : b.x2] = True
+    return out
+
+
+class _Reader(Protocol):
+    info: DatasetInfo
+    root: Path
+
+    def samples(self, split: str) -> list[Sample]: ...
+
+
+class _Pool:
+    """Pictures of samples under ``root``, with their mask files (None: none found; looked for
+    only for samples with a box, and for all of them with ``people``); each picture is decoded
+    on first use and kept, with its mask, as numpy arrays while the cache has room (per
+    process; a pickled pool, as sent to DataLoader workers, starts empty)."""
+
+    def __init__(
+        self, samples: Sequence[Sample], root: Path, people: bool, cache_bytes: int, fix: str
+    ) -> None:
+        self.samples, self.root, self.cache_bytes, self.fix = list(samples), root, cache_bytes, fix
+        self.masks = [
+            self._locate(s.image) if people or s.hidden is not None else None for s in self.samples
+        ]
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._used = 0
+
+    def _locate(self, image: ImageRef) -> Path | None:
+        try:
+            return sidecars.locate("masks", image, self.root)
+        except DataError:
+            return None
+
+    def mask_path(self, k: int) -> Path:
+        """Where sample ``k``'s mask file is, or would be."""
+        image = self.samples[k].image
+        return sidecars.candidates("masks", self.root, sidecars.stem(image, self.root))[0]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def get(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sample ``k``'s (H, W, 3) uint8 picture and bool (H, W) mask (None: no mask file)."""
+        if k in self._cache:
+            return self._cache[k]
+        picture = np.asarray(load_image(self.samples[k].image, self.fix))
+        path = self.masks[k]
+        mask = None if path is None else sidecars.read_mask(path, picture.shape[1::-1])
+        if self.room(picture.nbytes + picture.shape[0] * picture.shape[1]):
+            self._cache[k] = picture, mask
+        return picture, mask
+
+    def room(self, cost: int) -> bool:
+        """Whether ``cost`` more bytes fit in the cache (they are then counted as kept)."""
+        if self._used + cost > self.cache_bytes:
+            return False
+        self._used += cost
+        return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": {}, "_used": 0}
+
+
+class PersonPaste:
+    """Training people pasted onto random backgrounds: ``paste(i, rng)`` is sample ``i``'s
+    picture with everything but its person replaced by a background drawn with ``rng``.
+
+    The person (the cut) is the mask inside the sample's :attr:`~Sample.hidden` box (the whole
+    mask for a sample without boxes); where the mask has nothing inside the box, the box. The
+    person stays where it stands; the background is resized to the picture's size.
+
+    Args:
+        samples: the training samples.
+        root: the data set's root, under which ``masks/`` holds the mask files.
+        backgrounds: None: the other samples' pictures (never one of sample ``i``'s own image),
+            each with its people (its mask, grown by ``dilation`` pixels) hidden with ``fill``;
+            otherwise the background pictures: samples, whose people are hidden alike (a
+            sample without a box is a person-free picture, used as it is), or image files and
+            array pictures, person-free.
+        fill: how a background's people are hidden (zeros, mean, blur; as ``data.mask_fill``).
+        missing_mask: a sample (or background) with people but no mask file is an error
+            (``error``, raised here), or (``box``) cut out, or hidden, by its whole person box,
+            with one warning for all (the cut then keeps the background inside the box).
+        dilation: pixels by which a background's mask is grown before it is hidden.
+        cache_bytes: how much decoded pictures and masks to keep in memory, per process.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        root: str | Path,
+        backgrounds: Sequence[Sample | ImageRef] | None = None,
+        fill: Fill = "zeros",
+        missing_mask: MissingMask = "error",
+        *,
+        dilation: int = DILATION,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
+        if fill not in FILLS:
+            raise ConfigError(f"unknown mask fill '{fill}'; choose {', '.join(FILLS)}")
+        if missing_mask not in MISSING_MASKS:
+            raise ConfigError(
+                f"unknown missing_mask '{missing_mask}'; choose {', '.join(MISSING_MASKS)}"
+            )
+        self.root, self.fill, self.missing_mask = Path(root), fill, missing_mask
+        self.dilation = dilation
+        fix = "restore the file or remove its annotation"
+        self.people = _Pool(samples, self.root, True, cache_bytes, fix)
+        if not self.people.samples:
+            raise DataError(f"{self.root}: no samples to paste")
+        if backgrounds is None:
+            self.scenes = self.people
+        else:
+            pictures = [
+                b if isinstance(b, Sample) else Sample(b, None, None, ()) for b in backgrounds
+            ]
+            if not pictures:
+                raise DataError(f"{self.root}: no background pictures to paste the people onto")
+            fix = "remove it from the backgrounds"
+            self.scenes = _Pool(pictures, self.root, False, cache_bytes, fix)
+        self._hidden: dict[int, np.ndarray] = {}
+        self._order, self._groups, self._group_of = _image_groups(self.people.samples)
+        if backgrounds is None and len(self._groups) < 2:
+            raise DataError(
+                f"{self.root}: pasting onto the other training images needs at least two "
+                "images; give other backgrounds"
+            )
+        self._check_masks()
+
+    @classmethod
+    def from_reader(
+        cls,
+        reader: _Reader,
+        split: str,
+        backgrounds: str | None = None,
+        fill: Fill = "zeros",
+        missing_mask: MissingMask = "error",
+        **kwargs: Any,
+    ) -> PersonPaste:
+        """The paste of ``reader``'s ``split`` samples onto ``backgrounds``: None (or
+        ``split``): the split's own other pictures, people hidden; another split's name: that
+        split's pictures, people hidden; ``scenes`` (a synthetic set): its person-free scene
+        pictures; otherwise a folder of person-free images (:data:`IMAGE_SUFFIXES`, searched
+        recursively). ``kwargs`` go to the constructor."""
+        pictures = background_pictures(reader, split, backgrounds)
+        return cls(reader.samples(split), reader.root, pictures, fill, missing_mask, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.people)
+
+    def __call__(self, i: int, rng: np.random.Generator) -> Image.Image:
+        """Sample ``i``'s picture (RGB, its size) with its person pasted, where it stands, onto
+        a background drawn with ``rng`` (one integer drawn)."""
+        picture, mask = self.people.get(i)
+        cut = self._cut(i, picture.shape[:2], mask)
+        scene = self.background(self._draw(i, rng))
+        if scene.shape != picture.shape:
+            resized = Image.fromarray(scene).resize(picture.shape[1::-1], Image.BILINEAR)
+            scene = np.asarray(resized)
+        return Image.fromarray(np.where(cut[..., None], picture, scene))
+
+    def cut(self, i: int) -> np.ndarray:
+        """Sample ``i``'s person, the pixels pasted, as a bool (H, W) array at its size."""
+        picture, mask = self.people.get(i)
+        return self._cut(i, picture.shape[:2], mask)
+
+    def _cut(self, i: int, shape: tuple[int, int], mask: np.ndarray | None) -> np.ndarray:
+        box = self.people.samples[i].hidden
+        if box is None:
+            assert mask is not None  # checked when made
+            return mask
+        inside = box_mask(box, shape)
+        if mask is None:
+            return inside
+        cut = mask & inside
+        return cut if cut.any() else inside
+
+    def background(self, k: int) -> np.ndarray:
+        """Background ``k``'s picture, (H, W, 3) uint8, with its people hidden (kept in the
+        cache while it has room)."""
+        if k in self._hidden:
+            return self._hidden[k]
+        picture, mask = self.scenes.get(k)
+        box = self.scenes.samples[k].hidden
+        if mask is None and box is None:
+            return picture
+        people = np.zeros(picture.shape[:2], dtype=bool) if mask is None else mask
+        people = dilate(people, self.dilation)
+        if box is not None and not (people & box_mask(box, people.shape)).any():
+            people = people | box_mask(box, people.shape)  # a person the mask misses
+        hidden = hide(picture, people, self.fill)
+        if self.scenes.room(hidden.nbytes):
+            self._hidden[k] = hidden
+        return hidden
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_hidden": {}}
+
+    def _draw(self, i: int, rng: np.random.Generator) -> int:
+        """A background index: uniform over the backgrounds, or over the samples of images
+        other than sample ``i``'s when the backgrounds are the samples themselves."""
+        if self.scenes is not self.people:
+            return int(rng.integers(len(self.scenes)))
+        start, stop = self._groups[self._group_of[i]]
+        r = int(rng.integers(len(self._order) - (stop - start)))
+        return int(self._order[r if r < start else r + stop - start])
+
+    def _check_masks(self) -> None:
+        """Raise for a sample that cannot be cut; with ``missing_mask='error'`` for the first
+        sample or background with people but no mask file, else warn once about them all."""
+        for k, (sample, path) in enumerate(
+            zip(self.people.samples, self.people.masks, strict=True)
+        ):
+            if sample.hidden is None and path is None:
+                raise DataError(
+                    f"{self.people.mask_path(k)}: mask file for {sample.image} not found, and the "
+                    "sample has no box to cut instead; make it with a person segmenter"
+                )
+        pools = [self.people] if self.scenes is self.people else [self.people, self.scenes]
+        missing = [
+            (pool, k)
+            for pool in pools
+            for k, (s, path) in enumerate(zip(pool.samples, pool.masks, strict=True))
+            if path is None and s.hidden is not None
+        ]
+        if not missing:
+            return
+        total = sum(len(pool) for pool in pools)
+        pool, k = missing[0]
+        if self.missing_mask == "error":
+            raise DataError(
+                f"{pool.mask_path(k)}: mask file for {pool.samples[k].image} not found "
+                f"({len(missing)} of {total} pictures lack one); make them with a person "
+                "segmenter (see deconfound.data.sidecars), or cut out the whole person box "
+                "where one is missing (missing_mask: box)"
+            )
+        log.warning(
+            "%d of %d pictures have no person mask (first: %s): their whole person box is cut "
+            "out (or hidden in a background), which keeps the background inside the box",
+            len(missing),
+            total,
+            pool.mask_path(k),
+        )
+
+
+def _image_groups(
+    samples: Sequence[Sample],
+) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
+    """The sample indices ordered by image, each image's (start, stop) range in that order,
+    and each sample's image number (people of one image share its background)."""
+    keys: dict[ImageRef, int] = {}
+    group = np.array([keys.setdefault(s.image, len(keys)) for s in samples], dtype=np.int64)
+    order = np.argsort(group, kind="stable")
+    counts = np.bincount(group, minlength=len(keys))
+    stops = np.cumsum(counts)
+    ranges = [(int(b - c), int(b)) for b, c in zip(stops, counts, strict=True)]
+    return order, ranges, group
+
+
+def background_pictures(
+    reader: _Reader, split: str, backgrounds: str | None
+) -> Sequence[Sample | ImageRef] | None:
+    """The pictures ``backgrounds`` names (see :meth:`PersonPaste.from_reader`); None for the
+    training split's own."""
+    if backgrounds is None or backgrounds == split:
+        return None
+    if backgrounds in reader.info.splits:
+        return reader.samples(backgrounds)
+    if backgrounds == SCENES and isinstance(reader, SyntheticReader):
+        return SyntheticScenesReader(reader.root).samples("train")
+    folder = Path(backgrounds)
+    if not folder.is_dir():
+        scenes = f", '{SCENES}'" if isinstance(reader, SyntheticReader) else ""
+        raise DataError(
+            f"{folder}: backgrounds must name a split of {reader.info.name} "
+            f"({', '.join(reader.info.splits)}){scenes} or a folder of images; no such folder"
+        )
+    images = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+    if not images:
+        raise DataError(
+            f"{folder}: no background images ({', '.join(IMAGE_SUFFIXES)}) in this folder; "
+            "put person-free pictures there"
+        )
+    return list(images)

@@ -1,0 +1,150 @@
+"""IERN (Chen et al., ACM MM 2022) as a method, and its ablation ``confusion``.
+
+IERN's parts (:class:`deconfound.causal.iern.IERN`) sit on the base model's feature map; it
+trains with three alternating steps per batch, each with its own optimiser (``optim``'s kind,
+learning rate and betas), in the published order:
+
+1. the discriminators, on detached emotion and confounder maps;
+2. the generators, the strata centres and the reconstruction network, by the confusion,
+   center and reconstruction losses (discriminators frozen);
+3. the base model and reduction (at ``optim.backbone_lr``), the emotion generator and the
+   classifier, by cross-entropy of the stratum-averaged prediction.
+
+Batches carry every sample's confounder stratum: the source data set where a data set states
+it (mixbasic, synthetic_faces), else the sample's context cluster in the dictionary.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from deconfound.causal import ConfounderDictionary
+from deconfound.causal.iern import IERN
+from deconfound.config import construct
+from deconfound.data.datamodule import Batch
+from deconfound.errors import ConfigError
+from deconfound.methods.base import Method, check_strata
+from deconfound.models.classifier import IERNClassifier
+
+if TYPE_CHECKING:
+    from deconfound.engine.module import EmotionModule
+
+
+class IERNMethod(Method):
+    """IERN: disentangled emotion and confounder maps, the backdoor adjustment over the strata
+    prototypes. ``model.intervention_args`` are IERN's (``strata``, ``channels``, ...)."""
+
+    name: ClassVar[str] = "iern"
+    needs_strata: ClassVar[bool] = True
+    manual_optimization: ClassVar[bool] = True
+    multiclass_only: ClassVar[bool] = True
+    adjust: ClassVar[bool] = True
+    Options = None
+
+    def build(
+        self,
+        num_classes: int,
+        *,
+        task: str = "multiclass",
+        load_weights: bool = True,
+        dictionary: ConfounderDictionary | None = None,
+    ) -> nn.Module:
+        base = self.base(load_weights)
+        if not hasattr(base, "forward_map"):
+            raise ConfigError(
+                f"model.intervention={self.name} needs a base model with a feature map "
+                f"(single_stream), not '{self.cfg.name}'"
+            )
+        args = dict(self.cfg.intervention_args)
+        if not self.adjust:
+            if args.get("adjust", False):
+                raise ConfigError("method 'confusion' is IERN without adjustment; drop 'adjust'")
+            args["adjust"] = False
+        what = f"model.intervention_args of method '{self.name}'"
+        iern = construct(partial(IERN, base.num_features, num_classes), args, what)
+        return IERNClassifier(base, iern)
+
+    def training_step(self, module: EmotionModule, batch: Batch) -> torch.Tensor:
+        views, y, z = batch
+        net: IERNClassifier = module.model  # type: ignore[assignment]
+        iern = net.iern
+        check_strata(z, iern.strata, self.name)
+        opt_dis, opt_feat, opt_cls = module.optimizers()  # type: ignore[misc]
+        f = net.features(views)  # (B, C, s, s), with the backbone's graph for step 3
+        fd = f.detach()
+        e, c = iern.emotion_generator(fd), iern.confounder_generator(fd)
+
+        dis = iern.discriminator_loss(e.detach(), c.detach(), y, z)
+        opt_dis.zero_grad()
+        module.manual_backward(dis)
+        opt_dis.step()
+
+        discriminators = iern.parameter_groups()["discriminators"]
+        for p in discriminators:
+            p.requires_grad_(False)
+        feat = iern.feature_losses(fd, e, c, z)
+        opt_feat.zero_grad()
+        module.manual_backward(feat.total)
+        if iern.center_weight > 0:  # the centres follow the unweighted center loss
+            iern.centres.grad.div_(iern.center_weight)  # type: ignore[union-attr]
+        opt_feat.step()
+        for p in discriminators:
+            p.requires_grad_(True)
+
+        logits = iern.classify(iern.emotion_generator(f))
+        loss = module.loss(logits, y)
+        if not torch.isfinite(loss) or not torch.isfinite(feat.total):
+            raise FloatingPointError(
+                f"IERN's losses became non-finite at step {module.global_step}; "
+                "lower optim.lr or check the input data"
+            )
+        opt_cls.zero_grad()
+        module.manual_backward(loss)
+        opt_cls.step()
+        n = len(y)
+        module.log("train/loss", loss, prog_bar=True, batch_size=n)
+        module.log_dict(
+            {
+                "train/discriminators": dis,
+                "train/confusion": feat.confusion,
+                "train/center": feat.center,
+                "train/reconstruction": feat.reconstruction,
+            },
+            batch_size=n,
+        )
+        return loss
+
+    def on_train_epoch_end(self, module: EmotionModule) -> None:
+        schedulers = module.lr_schedulers()
+        for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if sched is not None:
+                sched.step()
+
+    def configure_optimizers(self, module: EmotionModule) -> Any:
+        from deconfound.engine.module import make_optimizer, make_scheduler
+
+        net: IERNClassifier = module.model  # type: ignore[assignment]
+        groups = net.iern.parameter_groups()
+        backbone = list(net.base.parameters()) + groups["reduce"]
+        optim = module.cfg.optim
+        optimizers = [
+            make_optimizer(optim, [], groups["discriminators"]),
+            make_optimizer(optim, [], groups["features"]),
+            make_optimizer(optim, backbone, groups["classifier"]),
+        ]
+        schedulers = [make_scheduler(module.cfg, opt) for opt in optimizers]
+        if schedulers[0] is None:
+            return optimizers
+        return optimizers, schedulers
+
+
+class Confusion(IERNMethod):
+    """IERN's adversarial data-set confusion without the backdoor adjustment (the ablation):
+    the classifier reads the emotion map alone."""
+
+    name: ClassVar[str] = "confusion"
+    adjust: ClassVar[bool] = False

@@ -1,0 +1,59 @@
+"""do(context) as data: in training, each person is pasted onto another picture's background.
+
+The backdoor adjustment asks for P(Y | do(context)): the emotion when the scene is set from
+outside rather than chosen by the person's situation. Here the intervention is made on the
+data itself: every training picture is redrawn with the person, cut out by its person mask
+(``masks/<stem>.png``, see :mod:`deconfound.data.sidecars`), composited at its place onto the
+background of another training picture (whose own person is hidden), or of a person-free
+picture, drawn at random for each epoch. In the redrawn training set the scene is independent
+of the label, so no stream can learn it as a shortcut; the model itself is the plain one.
+Cutting by the person's box instead of its silhouette keeps the background inside the box,
+and with it the shortcut (about half of a person box is background).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from deconfound.errors import ConfigError
+from deconfound.methods.base import Composer, Method
+
+if TYPE_CHECKING:
+    from deconfound.data.datamodule import Reader
+
+
+@dataclass(frozen=True)
+class PasteOptions:
+    """Args:
+    backgrounds: where backgrounds come from: ``train`` (other training pictures, their
+        person hidden), the name of a person-free split of the same data set (the synthetic
+        set's ``scenes``), or a folder of person-free pictures.
+    missing_mask: a training sample without a mask file is an error (``error``), or is cut by
+        its box (``box``, with one warning that the box keeps its background).
+    """
+
+    backgrounds: str = "train"
+    missing_mask: Literal["error", "box"] = "error"
+
+    def __post_init__(self) -> None:
+        if self.missing_mask not in ("error", "box"):
+            raise ConfigError(
+                f"model.intervention_args.missing_mask must be error or box, got "
+                f"{self.missing_mask!r}"
+            )
+
+
+class Paste(Method):
+    """Person pasting (module docstring) with the plain base model and loss."""
+
+    name: ClassVar[str] = "paste"
+    Options = PasteOptions
+
+    def compose(self, reader: Reader, split: str, fill: str) -> Composer | None:
+        from deconfound.data.paste import PersonPaste
+
+        o: PasteOptions = self.options
+        return PersonPaste.from_reader(
+            reader, split, backgrounds=o.backgrounds, fill=fill, missing_mask=o.missing_mask
+        )

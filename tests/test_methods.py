@@ -1,0 +1,199 @@
+"""The method registry: every context method trains, restores and predicts on the tiny set; the
+exact backdoor adjustment, the re-weighting and the re-weighted validation metric equal their
+formulas; GroupDRO's weights survive a checkpoint; no method sees the hidden scene."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_overrides
+
+from deconfound.causal.build import build_dictionary
+from deconfound.config import load_config
+from deconfound.data import EmotionDataModule
+from deconfound.engine import evaluate, load_module, train
+from deconfound.engine.metrics import ReweightedAccuracy
+from deconfound.methods import (
+    CONTEXT_METHODS,
+    METHODS,
+    BackdoorClassifier,
+    CounterfactualClassifier,
+    GroupDRO,
+    independence_weights,
+)
+
+DICTIONARY = [
+    "dictionary.backbone=small_cnn",
+    "dictionary.weights=null",
+    "dictionary.image_size=32",
+    "dictionary.num_clusters=8",
+    "dictionary.batch_size=64",
+]
+
+
+@pytest.fixture(scope="module")
+def dictionary(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dictionary built from the tiny set's training split (random small_cnn weights)."""
+    path = tmp_path_factory.mktemp("dictionary") / "d.safetensors"
+    cfg = load_config(
+        "emotnet_synthetic",
+        [f"data.root={tiny_root}", f"model.dictionary={path}", *DICTIONARY],
+    )
+    build_dictionary(cfg, progress=False)
+    return path
+
+
+def _config(root: Path, out: Path, method: str, dictionary: Path, *extra: str):
+    return load_config(
+        "emotnet_synthetic",
+        [
+            *run_overrides(root, out, epochs=1),
+            *DICTIONARY,
+            f"model.intervention={method}",
+            f"model.dictionary={dictionary}",
+            "data.view_sizes={body: 32, whole: 32, context: 32}",
+            *extra,
+        ],
+    )
+
+
+def test_the_registry_names_every_method() -> None:
+    assert set(CONTEXT_METHODS) <= set(METHODS)
+    assert {"iern", "confusion"} <= set(METHODS)
+    assert all(METHODS[name].name == name for name in METHODS)
+
+
+@pytest.mark.parametrize("method", CONTEXT_METHODS)
+def test_each_method_trains_restores_and_predicts(
+    method: str, tiny_root: Path, dictionary: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_root, tmp_path, method, dictionary)
+    result = train(cfg)
+    dictionary_copy = tmp_path / "elsewhere.safetensors"
+    module = load_module(result.best_checkpoint, [f"model.dictionary={dictionary_copy}"])
+    assert module.method.name == method and not module.training
+    data = EmotionDataModule(cfg.data, module.model.views)
+    views, y, _ = next(iter(data.loader("test_anti")))
+    with torch.no_grad():
+        probs = module(views).softmax(-1)
+    assert probs.shape == (len(y), 7) and torch.allclose(probs.sum(-1), torch.ones(len(y)))
+    scores = evaluate(module, ["test_anti"], data)
+    assert 0.0 <= scores["test_anti"]["accuracy"] <= 1.0
+    with (result.run_dir / "logs" / "version_0" / "metrics.csv").open() as f:
+        assert "val/accuracy_reweighted" in f.readline()  # logged beside the plain metric
+
+
+def test_batches_carry_dictionary_clusters_never_the_hidden_scene(
+    tiny_root: Path, dictionary: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_root, tmp_path, "none", dictionary)
+    data = EmotionDataModule(cfg.data, ("body",))
+    _, _, z = next(iter(data.loader("train")))
+    assert (z == -1).all()  # the synthetic scene is hidden: it never reaches a batch
+    from deconfound.causal.strata import dictionary_strata
+
+    samples = {"train": data.dataset("train").samples}
+    strata, n = dictionary_strata(cfg, samples, data.info, progress=False)
+    data.set_strata(strata, n)
+    _, _, z = next(iter(data.loader("train")))
+    assert n == 8 and torch.equal(z, torch.as_tensor(strata["train"][: len(z)]))
+
+
+def test_backdoor_prediction_is_the_explicit_sum_over_prototypes(
+    tiny_root: Path, dictionary: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_root, tmp_path, "backdoor", dictionary)
+    result = train(cfg)
+    net: BackdoorClassifier = load_module(result.best_checkpoint).model  # type: ignore[assignment]
+    data = EmotionDataModule(cfg.data, net.views)
+    views, _, _ = next(iter(data.loader("val")))
+    with torch.no_grad():
+        p = net.base.forward_features(views)
+        explicit = sum(
+            net.conditional_logits(p, z.expand(len(p), -1)).softmax(-1) * prior
+            for z, prior in zip(net.confounders, net.prior, strict=True)
+        )
+        assert torch.allclose(net.probabilities(views), explicit, atol=1e-6)
+        assert torch.allclose(net(views).softmax(-1), explicit, atol=1e-5)
+
+
+def test_independence_weights_are_the_formula() -> None:
+    rng = np.random.default_rng(0)
+    z, y = rng.integers(0, 4, 500), rng.integers(0, 3, 500)
+    y[z == 0] = 1  # a cluster that holds one class only
+    w = independence_weights(z, y, (4, 3))
+    for a in range(4):
+        for b in range(3):
+            joint = np.mean((z == a) & (y == b))
+            expected = np.mean(z == a) * np.mean(y == b) / joint if joint else 0.0
+            assert w[a, b] == pytest.approx(expected)
+    z, y = rng.integers(0, 4, 500), rng.integers(0, 3, 500)  # every pair occurs
+    w = independence_weights(z, y, (4, 3))
+    weighted = np.zeros((4, 3))
+    np.add.at(weighted, (z, y), w[z, y])
+    # re-weighted, the pairs' shares factorise into P(z) P(y)
+    assert weighted / weighted.sum() == pytest.approx(
+        np.outer(np.bincount(z) / 500, np.bincount(y) / 500), abs=1e-9
+    )
+
+
+def test_the_reweighted_accuracy_weighs_pairs_by_p_y_p_z_over_p_yz() -> None:
+    rng = np.random.default_rng(1)
+    z, y = rng.integers(0, 3, 300), rng.integers(0, 4, 300)
+    pred = np.where(rng.random(300) < 0.6, y, rng.integers(0, 4, 300))
+    metric = ReweightedAccuracy()
+    for part in np.array_split(np.arange(300), 4):
+        metric.update(*(torch.as_tensor(a[part]) for a in (pred, y, z)))
+    w = independence_weights(z, y, (3, 4))[z, y]
+    expected = np.sum(w * (pred == y)) / np.sum(w)
+    assert float(metric.compute()) == pytest.approx(expected, abs=1e-6)
+
+
+def test_groupdro_keeps_its_group_weights_in_the_checkpoint(
+    tiny_root: Path, dictionary: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_root, tmp_path, "groupdro", dictionary, "model.intervention_args={eta: 0.5}")
+    result = train(cfg)
+    state = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    q = state["method_state"]["q"]
+    assert q.shape == (8 * 7,) and q.sum().item() == pytest.approx(1.0)
+    assert q.max() > 1.5 / len(q)  # moved away from uniform towards the worst groups
+    method = GroupDRO(cfg.model)
+    method.load_state(state["method_state"])
+    assert torch.equal(method.q, q)
+
+
+def test_clef_predicts_the_main_branch_minus_its_reference(
+    tiny_root: Path, dictionary: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_root, tmp_path, "clef", dictionary)
+    net: CounterfactualClassifier = load_module(train(cfg).best_checkpoint).model  # type: ignore[assignment]
+    assert net.reference.abs().sum() > 0  # the running mean of the main branch's logits
+    data = EmotionDataModule(cfg.data, net.views)
+    views, _, _ = next(iter(data.loader("val")))
+    with torch.no_grad():
+        assert torch.allclose(net(views), net.main(views) - net.reference)
+        fused, z_c = net.eval().factual(views)
+        assert torch.allclose(fused, net.main(views) + z_c)
+
+
+def test_paste_redraws_training_pictures_from_the_seed_and_epoch(
+    tiny_root: Path, dictionary: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_root, tmp_path, "paste", dictionary)
+    module_cfg = cfg.to_dict()
+    from deconfound.engine.module import EmotionModule
+    from deconfound.engine.run import prepare_data
+
+    module = EmotionModule(module_cfg)
+    data = EmotionDataModule(cfg.data, module.model.views)
+    prepare_data(cfg, module, data)
+    train_set = data.dataset("train")
+    plain = train_set[3][0]["body"]
+    first, again, later = (train_set[(3, e)][0]["whole"] for e in (0, 0, 1))
+    assert torch.equal(first, again) and not torch.equal(first, later)
+    assert not torch.equal(train_set[(3, 0)][0]["whole"], train_set[3][0]["whole"])
+    assert plain.shape == train_set[(3, 0)][0]["body"].shape
