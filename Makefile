@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dictionary_extraction.py
 	$(BIN)/python benchmarks/emotic_reading.py
 	$(BIN)/python benchmarks/mixed_precision.py
+	$(BIN)/python benchmarks/method_cost.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from deconfound.causal.build import extract_features
 from deconfound.config import DictionaryConfig
 from deconfound.data.synthetic import SynthConfig, SyntheticReader, generate
 from deconfound.models import create_backbone
+from deconfound.pipelines.dictionary import extract_features
 
 
 def main() -> None:

@@ -2,14 +2,15 @@
 
     python benchmarks/method_cost.py [--model emotnet] [--steps 30] [--repeats 2]
 
-Each method trains its model (the demo's shape: small_cnn streams on 48-pixel views, the
+Each method trains its model (the benchmark's shape: small_cnn streams on 48-pixel views, the
 32-cluster dictionary) through the real engine on the synthetic set for ``--steps`` batches
 of 64; two times are taken per step: the step itself (forward, backward, optimiser: from
 Lightning's batch start to batch end) and the whole step with its loading (from one batch end
 to the next: a method that redraws its training pictures, such as ``paste``, pays there). The
 methods run in turn, ``--repeats`` times, and the median of all their steps is kept, so that
 drift in the machine's load hits them alike. The data, the scene backbone and the dictionary
-are made once (under ``runs/method_cost``) as the benchmark command makes them.
+are those of ``deconfound benchmark --out runs/benchmark`` at ρ 0.8 (made if missing, reused
+if there).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from deconfound.benchmark import QUICK, _all_views, _build_dictionary, _draw
 from deconfound.config import load_config
 from deconfound.data import EmotionDataModule
 from deconfound.engine.module import EmotionModule
 from deconfound.engine.run import make_trainer, prepare_data
 from deconfound.methods import CONTEXT_METHODS
+from deconfound.pipelines.benchmark import _all_views, _build_dictionary, _draw
 
 
 class StepTimer(Callback):
@@ -55,14 +56,17 @@ def main() -> None:
     p.add_argument("--model", default="emotnet")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--out", default="runs/method_cost")
+    p.add_argument(
+        "--out", default="runs/benchmark", help="where the data and dictionary are (made if not)"
+    )
     args = p.parse_args()
     out = Path(args.out)
-    cfg = load_config(f"{args.model}_synthetic", QUICK[1:])
+    cfg = load_config(f"{args.model}_synthetic", ["data.synthetic.rho=0.8"])
     cfg.data.root = str(_draw(out / "data", cfg.data.synthetic))
-    cfg.out_dir = str(out / "runs")
+    where = out / "rho0.8"
+    cfg.out_dir = str(where / "runs")
     cfg.trainer.progress_bar = False
-    _build_dictionary(cfg, out, ["trainer.progress_bar=false"], cfg.data.synthetic.get("rho", 0.8))
+    _build_dictionary(cfg, where, ["trainer.progress_bar=false"], 0.8)
     data = EmotionDataModule(cfg.data, _all_views(cfg, CONTEXT_METHODS))
     times: dict[str, dict[str, list[float]]] = {
         m: {"step": [], "whole": []} for m in CONTEXT_METHODS

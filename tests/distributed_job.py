@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import deconfound.causal.build as build_mod
+import deconfound.pipelines.dictionary as build_mod
 from deconfound.cli import main
 from deconfound.errors import DataError
 from deconfound.models.backbones import Backbone

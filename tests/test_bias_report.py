@@ -29,7 +29,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from deconfound.causal import ConfounderDictionary
-from deconfound.causal.build import build_dictionary, embed_contexts, scene_backbone
 from deconfound.cli import main
 from deconfound.config import Config, DictionaryConfig, load_config
 from deconfound.data import READERS, DatasetInfo, Sample
@@ -38,6 +37,7 @@ from deconfound.diagnostics import report as report_module
 from deconfound.diagnostics.report import bias_report
 from deconfound.engine import EmotionModule
 from deconfound.errors import DeconfoundError
+from deconfound.pipelines.dictionary import build_dictionary, embed_contexts, scene_backbone
 
 SPLITS = ["val", "test_iid", "test_balanced", "test_anti"]
 CLUSTERS = 14

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_overrides
+from scipy import stats
 
 from deconfound.cli import main
 from deconfound.config import ModelConfig
 from deconfound.methods import create_model
+from deconfound.pipelines.benchmark import summarise
 
 
 def test_help_lists_the_commands() -> None:
@@ -124,27 +126,42 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
         "scenes.trainer.progress_bar=false",
     ]
     assert main(argv) == 0
-    results = json.loads((out / "emotnet" / "results.json").read_text())
-    assert list(results["methods"]) == ["none", "ccim_dot", "ccim_add"]
+    results = json.loads((out / "results.json").read_text())
+    runs = {(r["method"], r["seed"]): r for r in results["runs"]}
+    assert set(runs) == {(m, s) for m in ("none", "ccim_dot", "paste", "reference") for s in (2, 3)}
     assert results["settings"]["seeds"] == [2, 3]
-    for r in results["methods"].values():
-        assert list(r["per_seed"]) == ["2", "3"]
-        accs = [r["per_seed"][s]["test_anti"]["accuracy"] for s in ("2", "3")]
-        assert r["mean"]["test_anti"]["accuracy"] == pytest.approx(np.mean(accs))
-        assert r["std"]["test_anti"]["accuracy"] == pytest.approx(np.std(accs))
-        assert list(r["mean"]) == ["test_iid", "test_balanced", "test_anti"]
-    assert results["dictionary"]["num_clusters"] == 8
-    assert results["dictionary"]["dim"] == 128
-    for png in ("emotnet/results.png", "clusters.png"):
+    assert results["settings"]["rho0.8"]["dictionary"]["num_clusters"] == 8
+    summary = summarise(results)["0.8"]["methods"]
+    for method in ("none", "ccim_dot", "paste", "reference"):
+        accs = [runs[method, s]["metrics"]["test_anti"]["accuracy"] for s in (2, 3)]
+        cell = summary[method]["test_anti"]
+        assert cell["mean"] == pytest.approx(np.mean(accs))
+        assert cell["std"] == pytest.approx(np.std(accs, ddof=1))
+        half = stats.t.ppf(0.975, 1) * np.std(accs, ddof=1) / np.sqrt(2)
+        assert cell["ci95"] == pytest.approx([np.mean(accs) - half, np.mean(accs) + half])
+    diffs = [
+        runs["paste", s]["metrics"]["test_anti"]["accuracy"]
+        - runs["none", s]["metrics"]["test_anti"]["accuracy"]
+        for s in (2, 3)
+    ]
+    assert summary["paste"]["test_anti"]["vs_none"]["mean"] == pytest.approx(np.mean(diffs))
+    gap = summary["reference"]["test_anti"]["mean"] - summary["none"]["test_anti"]["mean"]
+    if gap > 0:
+        assert summary["paste"]["gap_closed"] == pytest.approx(np.mean(diffs) / gap)
+    table = (out / "results.md").read_text()
+    assert f"{summary['paste']['test_anti']['mean']:.3f} ± " in table
+    for png in ("results.png", "rho0.8/clusters.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "data").glob("synthetic-rho0.8-seed2-*"))) == 1
-    table = capsys.readouterr().out
-    assert "ccim_add" in table and " ± " in table
+    printed = capsys.readouterr().out
+    assert "run 1/8: rho=0.8 none, seed 2" in printed and "predict" in printed
 
     # a second run reuses the data and the finished runs
     assert main([argv[0], "--methods", "none", *argv[1:]]) == 0
-    again = json.loads((out / "emotnet" / "results.json").read_text())
-    assert again["methods"]["none"] == results["methods"]["none"]
+    again = json.loads((out / "results.json").read_text())
+    assert [r for r in again["runs"] if r["method"] == "none"] == [
+        r for r in results["runs"] if r["method"] == "none"
+    ]
 
 
 def test_iern_demo_compares_the_plain_classifier_with_iern(

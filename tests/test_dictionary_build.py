@@ -11,9 +11,8 @@ import pytest
 import torch
 from conftest import run_overrides
 
-import deconfound.causal.build as build_mod
+import deconfound.pipelines.dictionary as build_mod
 from deconfound.causal import ConfounderDictionary
-from deconfound.causal.build import build_dictionary
 from deconfound.causal.kmeans import KMEANS_BACKENDS, kmeans
 from deconfound.cli import main
 from deconfound.config import Config, load_config
@@ -23,6 +22,7 @@ from deconfound.engine import train
 from deconfound.errors import ConfigError, DataError, DeconfoundError
 from deconfound.models import create_backbone
 from deconfound.models.backbones import Backbone
+from deconfound.pipelines.dictionary import build_dictionary
 
 
 def test_scene_pictures_read_as_a_scene_classification_set(tiny_root: Path) -> None:

@@ -24,14 +24,14 @@ import torch
 from conftest import run_overrides
 from distributed_job import BROKEN
 
-import deconfound.causal.build as build_mod
+import deconfound.pipelines.dictionary as build_mod
 from deconfound.causal import ConfounderDictionary
-from deconfound.causal.build import build_dictionary
 from deconfound.config import TrainerConfig, load_config
 from deconfound.data.datamodule import EmotionDataModule, EpochShuffle
 from deconfound.distributed import ALONE, join_peers
 from deconfound.engine import evaluate, load_module, train
 from deconfound.errors import ConfigError, DeconfoundError
+from deconfound.pipelines.dictionary import build_dictionary
 
 EPOCHS = 2
 CHUNK = 64  # images per feature chunk: 419 training images make 7 chunks

@@ -13,15 +13,12 @@ import pytest
 from formats import write_affectnet, write_fer2013, write_mixbasic, write_rafdb
 
 from deconfound.config import DataConfig
+from deconfound.data.affectnet import AffectNetReader
 from deconfound.data.datamodule import EmotionDataModule, open_reader
-from deconfound.data.fer import (
-    AffectNetReader,
-    Fer2013Reader,
-    MixBasicReader,
-    RafDbReader,
-    held_out,
-    sequence_group,
-)
+from deconfound.data.face_sets import held_out
+from deconfound.data.fer2013 import Fer2013Reader
+from deconfound.data.mixbasic import MixBasicReader, sequence_group
+from deconfound.data.rafdb import RafDbReader
 from deconfound.data.sample import BASIC_EMOTIONS, ArrayImage, Box
 from deconfound.data.views import load_image
 from deconfound.errors import DataError
@@ -119,7 +116,7 @@ def test_mixbasic_val_fraction_zero_has_no_val(mix_root: Path) -> None:
 def test_mixbasic_lists_are_parsed_once(mix_root: Path, monkeypatch) -> None:
     reader = MixBasicReader(mix_root)
     reader.samples("train")
-    monkeypatch.setattr("deconfound.data.fer.image_size", None)  # would fail if called again
+    monkeypatch.setattr("deconfound.data.mixbasic.image_size", None)  # would fail if called again
     reader.samples("val")
     reader.samples("train")
 

@@ -15,7 +15,6 @@ import torch
 from test_bias_report import SPLITS, _overrides
 
 from deconfound.causal import CCIM, ConfounderDictionary
-from deconfound.causal.build import build_dictionary
 from deconfound.config import load_config
 from deconfound.data.datamodule import EmotionDataModule
 from deconfound.data.sample import DatasetInfo
@@ -24,6 +23,7 @@ from deconfound.diagnostics import report as report_module
 from deconfound.diagnostics.intervention import SplitPass, ccim_numbers, scene_preference
 from deconfound.diagnostics.report import BiasReport, bias_report
 from deconfound.engine import EmotionModule, load_module
+from deconfound.pipelines.dictionary import build_dictionary
 
 
 def _save(module: EmotionModule, config: dict, path: Path) -> Path:

@@ -11,7 +11,6 @@ import pytest
 import torch
 from conftest import run_overrides
 
-from deconfound.causal.build import build_dictionary
 from deconfound.config import load_config
 from deconfound.data import EmotionDataModule
 from deconfound.engine import evaluate, load_module, train
@@ -24,6 +23,7 @@ from deconfound.methods import (
     GroupDRO,
     independence_weights,
 )
+from deconfound.pipelines.dictionary import build_dictionary
 
 DICTIONARY = [
     "dictionary.backbone=small_cnn",
@@ -93,7 +93,7 @@ def test_batches_carry_dictionary_clusters_never_the_hidden_scene(
     data = EmotionDataModule(cfg.data, ("body",))
     _, _, z = next(iter(data.loader("train")))
     assert (z == -1).all()  # the synthetic scene is hidden: it never reaches a batch
-    from deconfound.causal.strata import dictionary_strata
+    from deconfound.pipelines.strata import dictionary_strata
 
     samples = {"train": data.dataset("train").samples}
     strata, n = dictionary_strata(cfg, samples, data.info, progress=False)

@@ -1,5 +1,5 @@
 """The ``deconfound`` command: synth, train, evaluate, dictionary build, bias-report, data
-check, demo, models, predict.
+check, demo, benchmark, models, predict.
 
 Options of a run live in YAML configs; any of them can be overridden as ``section.key=value``.
 Errors in the user's input print one line and exit with status 2.
@@ -71,10 +71,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _dictionary_build(args: argparse.Namespace) -> None:
-    from deconfound.causal.build import build_dictionary
     from deconfound.config import load_config
     from deconfound.data import dataset_info
     from deconfound.diagnostics import plot_cluster_classes
+    from deconfound.pipelines.dictionary import build_dictionary
 
     cfg = load_config(args.config, args.overrides)
     if cfg.model.dictionary:
@@ -162,7 +162,7 @@ def _data_check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from deconfound.demo import METHODS, run_demo, run_iern_demo
+    from deconfound.pipelines.demo import METHODS, run_demo, run_iern_demo
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise DeconfoundError(f"--out {args.out} is a file; give a folder for the demo's outputs")
@@ -192,7 +192,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
-    from deconfound.benchmark import DEFAULT_METHODS, run_benchmark
+    from deconfound.pipelines.benchmark import DEFAULT_METHODS, run_benchmark
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise DeconfoundError(f"--out {args.out} is a file; give a folder for the results")

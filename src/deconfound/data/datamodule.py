@@ -16,12 +16,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from deconfound.config import DataConfig, construct
+from deconfound.data.affectnet import AffectNetReader
 from deconfound.data.annotations import Problems
 from deconfound.data.augment import Augment
 from deconfound.data.caer import CaerSReader
 from deconfound.data.emotic import EmoticReader
-from deconfound.data.fer import AffectNetReader, Fer2013Reader, MixBasicReader, RafDbReader
+from deconfound.data.fer2013 import Fer2013Reader
 from deconfound.data.groupwalk import GroupWalkReader
+from deconfound.data.mixbasic import MixBasicReader
+from deconfound.data.rafdb import RafDbReader
 from deconfound.data.sample import DatasetInfo, Sample
 from deconfound.data.synthetic import SynthConfig, SyntheticReader, SyntheticScenesReader, generate
 from deconfound.data.synthetic.generate import FORMAT

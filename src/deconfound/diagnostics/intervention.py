@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from deconfound.causal.ccim import CCIM
-from deconfound.causal.strata import assign_clusters
 from deconfound.data.sample import DatasetInfo
 from deconfound.data.synthetic.generate import preferred_emotion
+from deconfound.pipelines.strata import assign_clusters
 
 SCENE_PREFERENCES: dict[str, Callable[[int], int]] = {"synthetic": preferred_emotion}
 """Data set name → the class that each hidden scene (``Sample.confounder``) favours, for the

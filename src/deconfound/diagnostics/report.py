@@ -35,15 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from deconfound.causal.build import (
-    confounders,
-    embed_contexts,
-    label_matrix,
-    scene_backbone,
-)
 from deconfound.causal.dictionary import ConfounderDictionary
 from deconfound.causal.kmeans import kmeans
-from deconfound.causal.strata import assign_clusters, embedding_settings
 from deconfound.config import Config, apply_override, from_dict, load_config
 from deconfound.data.datamodule import EmotionDataModule, Reader, open_reader
 from deconfound.data.sample import DatasetInfo, Sample
@@ -55,6 +48,13 @@ from deconfound.diagnostics.bias import (
 )
 from deconfound.diagnostics.intervention import ccim_numbers, ccim_of, model_pass, scene_errors
 from deconfound.errors import DataError, DeconfoundError
+from deconfound.pipelines.dictionary import (
+    confounders,
+    embed_contexts,
+    label_matrix,
+    scene_backbone,
+)
+from deconfound.pipelines.strata import assign_clusters, embedding_settings
 
 log = logging.getLogger(__name__)
 

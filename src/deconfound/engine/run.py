@@ -248,7 +248,7 @@ def prepare_data(cfg: Config, module: EmotionModule, data: EmotionDataModule) ->
     strata: dict[str, np.ndarray] = {}
     n = 0
     if cfg.model.dictionary and (method.needs_strata or module.info.task == "multiclass"):
-        from deconfound.causal.strata import dictionary_strata
+        from deconfound.pipelines.strata import dictionary_strata
 
         splits = {s: data.dataset(s).samples for s in (d.train_split, d.val_split)}
         try:

@@ -27,6 +27,7 @@ CONTEXT_MODELS: tuple[str, ...] = ("emotnet", "caernet", "gnncnn", "emoticon")
 """The context-aware base models of the CCIM papers' tables (each has a ``<name>_synthetic``
 config); ``single_stream`` is a one-view helper, not one of them."""
 
+
 def create_base(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
     """The base model ``cfg.name`` with ``cfg.args`` (checked against its constructor).
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deconfound.data.fer import SPLITS, MixBasicReader
+from deconfound.data.face_sets import SPLITS
+from deconfound.data.mixbasic import MixBasicReader
 from deconfound.data.sample import BASIC_EMOTIONS, DatasetInfo
 from deconfound.data.synthetic_faces.generate import LABELS_FILE
 from deconfound.data.synthetic_faces.render import STYLES
@@ -23,7 +24,7 @@ SOURCES: tuple[str, ...] = tuple(style.name for style in STYLES)
 
 class SyntheticFacesReader(MixBasicReader):
     """Reads a set written by :func:`~deconfound.data.synthetic_faces.generate` under ``root``:
-    the :class:`~deconfound.data.fer.MixBasicReader` of IERN's layout, with the three style
+    the :class:`~deconfound.data.mixbasic.MixBasicReader` of IERN's layout, with the three style
     folders as sources (a sample's confounder is its style's index in :data:`STYLES`).
 
     Args:

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from deconfound.causal.build import (
+from deconfound.causal.dictionary import ConfounderDictionary
+from deconfound.config import Config, DictionaryConfig
+from deconfound.data.sample import DatasetInfo, Sample
+from deconfound.errors import DeconfoundError
+from deconfound.pipelines.dictionary import (
     check_settings,
     embed_contexts,
     file_sha256,
     fingerprint,
     scene_backbone,
 )
-from deconfound.causal.dictionary import ConfounderDictionary
-from deconfound.config import Config, DictionaryConfig
-from deconfound.data.sample import DatasetInfo, Sample
-from deconfound.errors import DeconfoundError
 
 
 def assign_clusters(features: np.ndarray, centres: np.ndarray) -> np.ndarray:

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from deconfound.causal.build import build_dictionary
 from deconfound.config import Config, construct, load_config
 from deconfound.data import EmotionDataModule, dataset_info, synthetic_root
 from deconfound.data.synthetic import SynthConfig, generate
@@ -36,6 +35,7 @@ from deconfound.errors import ConfigError
 from deconfound.io import atomic_write_text
 from deconfound.methods import CONTEXT_METHODS, METHODS
 from deconfound.models import CONTEXT_MODELS, create_base
+from deconfound.pipelines.dictionary import build_dictionary
 
 log = logging.getLogger(__name__)
 
