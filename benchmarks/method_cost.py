@@ -29,7 +29,7 @@ from deconfound.data import EmotionDataModule
 from deconfound.engine.module import EmotionModule
 from deconfound.engine.run import make_trainer, prepare_data
 from deconfound.methods import CONTEXT_METHODS
-from deconfound.pipelines.benchmark import _all_views, _build_dictionary, _draw
+from deconfound.pipelines.benchmark import build_scene_dictionary, draw_synthetic, views_for
 
 
 class StepTimer(Callback):
@@ -62,12 +62,12 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     cfg = load_config(f"{args.model}_synthetic", ["data.synthetic.rho=0.8"])
-    cfg.data.root = str(_draw(out / "data", cfg.data.synthetic))
+    cfg.data.root = str(draw_synthetic(out / "data", cfg.data.synthetic))
     where = out / "rho0.8"
     cfg.out_dir = str(where / "runs")
     cfg.trainer.progress_bar = False
-    _build_dictionary(cfg, where, ["trainer.progress_bar=false"], 0.8)
-    data = EmotionDataModule(cfg.data, _all_views(cfg, CONTEXT_METHODS))
+    build_scene_dictionary(cfg, where, ["trainer.progress_bar=false"], 0.8)
+    data = EmotionDataModule(cfg.data, views_for(cfg, CONTEXT_METHODS))
     times: dict[str, dict[str, list[float]]] = {
         m: {"step": [], "whole": []} for m in CONTEXT_METHODS
     }

@@ -234,3 +234,17 @@ def test_overrides_may_follow_an_option_given_after_the_first_override(
     with pytest.raises(SystemExit):
         main(["train", "name=x", "--config", "emotnet_synthetic", "stray"])
     assert "unrecognized arguments: stray" in capsys.readouterr().err
+
+
+def test_version_and_the_resolved_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("deconfound ")
+    argv = ["train", "--config", "emotnet_synthetic", "--print-config", "model.intervention=paste"]
+    assert main([*argv, "trainer.monitor=reweighted"]) == 0
+    printed = capsys.readouterr().out
+    assert "intervention: paste" in printed and "monitor: reweighted" in printed
+    assert not list(tmp_path.iterdir())  # printed, nothing run or written

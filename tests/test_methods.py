@@ -197,3 +197,19 @@ def test_paste_redraws_training_pictures_from_the_seed_and_epoch(
     assert torch.equal(first, again) and not torch.equal(first, later)
     assert not torch.equal(train_set[(3, 0)][0]["whole"], train_set[3][0]["whole"])
     assert plain.shape == train_set[(3, 0)][0]["body"].shape
+
+
+def test_augmentation_applies_to_training_only_and_follows_the_seed(tiny_root: Path) -> None:
+    cfg = load_config(
+        "emotnet_synthetic",
+        [f"data.root={tiny_root}", "data.augment={flip_p: 1.0}", "data.cache=true"],
+    )
+    data = EmotionDataModule(cfg.data, ("body", "whole"))
+    train_set, val = data.dataset("train"), data.dataset("val")
+    plain = train_set[5][0]["whole"]
+    flipped = train_set[(5, 0)][0]["whole"]  # as the training sampler indexes it
+    assert torch.equal(flipped, plain.flip(-1))
+    assert train_set[5][0]["whole"] is train_set[5][0]["whole"]  # the cache is left untouched
+    assert val.augment is None and torch.equal(val[0][0]["whole"], val[0][0]["whole"])
+    order = list(data.loader("train", shuffle=True, seed=1).sampler)
+    assert all(isinstance(k, tuple) and k[1] == 0 for k in order)  # (index, epoch) keys

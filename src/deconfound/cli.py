@@ -8,6 +8,7 @@ Errors in the user's input print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
@@ -45,6 +46,9 @@ def _train(args: argparse.Namespace) -> None:
     from deconfound.engine import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return
     check_writable(cfg.run_dir, "the run folder (out_dir/name)")
     result = train(cfg)
     if not _first_process():  # the others of a distributed run stay quiet
@@ -277,11 +281,26 @@ def _predict(args: argparse.Namespace) -> None:
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("deconfound")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="deconfound", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="deconfound",
+        description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"deconfound {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser = functools.partial(  # type: ignore[method-assign]
+        sub.add_parser, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     overrides = {
         "nargs": "*",
         "default": [],
@@ -309,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("--config", required=True, help="YAML path or bundled config name")
     t.add_argument("--skip-bad", action="store_true", help=skip_bad)
+    t.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (the file with the overrides applied) and stop",
+    )
     t.add_argument("overrides", **overrides)
     t.set_defaults(func=_train)
 

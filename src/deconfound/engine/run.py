@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,8 @@ def make_trainer(
     """
     t = cfg.trainer
     callbacks = list(callbacks or [])
-    show_progress = t.progress_bar and run_dir is not None
+    # a bar redraws itself with carriage returns: only on a terminal, never into a log file
+    show_progress = t.progress_bar and run_dir is not None and sys.stderr.isatty()
     if show_progress:
         callbacks.append(TQDMProgressBar())
     check_hardware(cfg.trainer)

@@ -90,12 +90,12 @@ def run_benchmark(
             + model_overrides,
         )
         where = out / f"rho{rho:g}"
-        cfg.data.root = str(_draw(out / "data", cfg.data.synthetic))
+        cfg.data.root = str(draw_synthetic(out / "data", cfg.data.synthetic))
         cfg.out_dir = str(where / "runs")
         settings[f"rho{rho:g}"] = {"data": cfg.data.root}
-        dictionary = _build_dictionary(cfg, where, scene_overrides, rho)
+        dictionary = build_scene_dictionary(cfg, where, scene_overrides, rho)
         settings[f"rho{rho:g}"]["dictionary"] = dictionary
-        data = EmotionDataModule(cfg.data, _all_views(cfg, methods))
+        data = EmotionDataModule(cfg.data, views_for(cfg, methods))
         for name in names:
             for s in range(seed, seed + seeds):
                 done += 1
@@ -133,7 +133,7 @@ def _check(model: str, methods: tuple[str, ...], seeds: int) -> None:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
 
 
-def _draw(base: Path, settings: dict[str, Any]) -> Path:
+def draw_synthetic(base: Path, settings: dict[str, Any]) -> Path:
     synth = construct(SynthConfig, settings, "data.synthetic")
     return generate(synthetic_root(base, synth), synth)
 
@@ -147,7 +147,7 @@ def _run(cfg: Config, data: EmotionDataModule, name: str, seed: int, rho: float)
     train_data = data
     if name == REFERENCE:  # the same generator, every scene as likely with every emotion
         run.data.synthetic = {**cfg.data.synthetic, "rho": 1 / len(EMOTIONS)}
-        run.data.root = str(_draw(Path(cfg.data.root).parent, run.data.synthetic))
+        run.data.root = str(draw_synthetic(Path(cfg.data.root).parent, run.data.synthetic))
         train_data = EmotionDataModule(run.data, data.sizes)
     config = run.to_dict()
     done = run.run_dir / "result.json"
@@ -175,14 +175,14 @@ def _run(cfg: Config, data: EmotionDataModule, name: str, seed: int, rho: float)
     return record
 
 
-def _all_views(cfg: Config, methods: tuple[str, ...]) -> tuple[str, ...]:
+def views_for(cfg: Config, methods: tuple[str, ...]) -> tuple[str, ...]:
     """The views any of ``methods`` reads with the configured base model (decoded once)."""
     base = create_base(cfg.model, load_weights=False).views
     extra = [v for m in methods for v in METHODS[m].extra_views]
     return tuple(dict.fromkeys((*base, *extra)))
 
 
-def _build_dictionary(
+def build_scene_dictionary(
     cfg: Config, where: Path, scene_overrides: list[str], rho: float
 ) -> dict[str, Any]:
     """Pretrain the scene backbone on the set's person-free pictures, then build the dictionary

@@ -222,7 +222,8 @@ def to_csv(predictions: Sequence[Prediction]) -> str:
 
 
 def annotate(image: Image.Image, predictions: Sequence[Prediction]) -> Image.Image:
-    """A copy of ``image`` in RGB with each prediction's box and top-k emotions drawn on it."""
+    """A copy of ``image`` in RGB with each prediction's box, where the box came from
+    (``box_source``: given, detected, whole-image) and its top-k emotions drawn on it."""
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default(size=max(10, min(out.size) // 30))
@@ -231,7 +232,8 @@ def annotate(image: Image.Image, predictions: Sequence[Prediction]) -> Image.Ima
         x1, y1, x2, y2 = p.box  # type: ignore[misc]
         colour = PALETTE[n % len(PALETTE)]
         draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colour, width=width)
-        text = "\n".join(f"{emotion} {prob:.2f}" for emotion, prob in p.top_k)
+        lines = [f"{emotion} {prob:.2f}" for emotion, prob in p.top_k]
+        text = "\n".join([f"box: {p.box_source}", *lines] if p.box_source else lines)
         at = (x1 + 3 * width, y1 + 3 * width)
         *_, right, bottom = draw.multiline_textbbox(at, text, font=font)
         draw.rectangle((x1, y1, right + 2 * width, bottom + 2 * width), fill=colour)

@@ -101,6 +101,10 @@ class _Person:
     views: dict[str, torch.Tensor]
 
 
+SYNTHETIC_SETS = ("synthetic", "synthetic_faces")
+"""Data sets of drawn pictures: a model trained on one is warned about on real images."""
+
+
 class Predictor:
     """A trained checkpoint ready to predict the emotions of the people in any image.
 
@@ -134,6 +138,19 @@ class Predictor:
         if isinstance(detector, str) and detector not in DETECTORS:
             raise ConfigError(f"unknown face detector '{detector}'; choose {', '.join(DETECTORS)}")
         module = load_module(checkpoint)
+        if not module.info.boxes:  # a set of person-free pictures: its classes are not emotions
+            raise ConfigError(
+                f"{checkpoint}: a model of {module.info.name} (pictures without people, e.g. "
+                "the scene classifier behind a dictionary) does not recognise emotions; give an "
+                "emotion model's checkpoint"
+            )
+        if module.info.name in SYNTHETIC_SETS:
+            log.warning(
+                "%s was trained on the synthetic %s set: it has seen drawn figures only and "
+                "cannot read photographs",
+                checkpoint,
+                module.info.name,
+            )
         try:
             self.module = module.to(device).eval()
         except (RuntimeError, AssertionError) as e:
