@@ -11,7 +11,7 @@ from conftest import run_overrides
 
 from deconfound.config import load_config
 from deconfound.engine import EmotionModule, evaluate, load_module, train
-from deconfound.errors import ConfigError, DeconfoundError
+from deconfound.errors import DeconfoundError
 
 
 def test_a_short_run_learns_and_its_checkpoint_evaluates(tiny_root: Path, tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
         with log.open() as f:
             epochs |= {row["epoch"] for row in csv.DictReader(f) if row.get("val/accuracy")}
     assert epochs == {"0", "1"}
-    with pytest.raises(ConfigError, match="holds a run made with optim.lr=0.002, not 0.1"):
+    with pytest.raises(DeconfoundError, match="last.ckpt was saved with optim.lr=0.002, not 0.1"):
         train(load_config("emotnet_synthetic", [*overrides, "optim.lr=0.1"]))
     assert not list(last.parent.glob("*.tmp"))  # atomic writes leave no temporaries
 
