@@ -61,7 +61,9 @@ def main() -> None:
     )
     args = p.parse_args()
     out = Path(args.out)
-    cfg = load_config(f"{args.model}_synthetic", ["data.synthetic.rho=0.8"])
+    cfg = load_config(
+        f"{args.model}_synthetic", ["data.synthetic.rho=0.8", "data.synthetic.seed=0"]
+    )
     cfg.data.root = str(draw_synthetic(out / "data", cfg.data.synthetic))
     where = out / "rho0.8"
     cfg.out_dir = str(where / "runs")
