@@ -70,6 +70,8 @@ def main() -> None:
     cfg.trainer.progress_bar = False
     build_scene_dictionary(cfg, where, ["trainer.progress_bar=false"], 0.8)
     data = EmotionDataModule(cfg.data, views_for(cfg, CONTEXT_METHODS))
+    for _ in data.loader(cfg.data.train_split):  # decode every view once: all methods start warm
+        pass
     times: dict[str, dict[str, list[float]]] = {
         m: {"step": [], "whole": []} for m in CONTEXT_METHODS
     }
