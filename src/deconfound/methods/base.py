@@ -14,7 +14,6 @@ set states openly (the source data set of the mixed facial-expression sets).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,13 +24,11 @@ from torch import nn
 
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import ModelConfig, construct
-from deconfound.data.datamodule import Batch
+from deconfound.data.datamodule import Batch, Composer
 from deconfound.errors import ConfigError
 from deconfound.models import create_base
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from deconfound.data.datamodule import Reader
     from deconfound.engine.module import EmotionModule
 
@@ -39,10 +36,6 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class NoOptions:
     """A method without options."""
-
-
-Composer = Callable[[int, np.random.Generator], "Image.Image"]
-"""``compose(i, rng)``: training sample ``i``'s picture as a method redraws it (paste)."""
 
 
 class Method:
