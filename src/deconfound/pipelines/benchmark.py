@@ -97,10 +97,12 @@ def run_benchmark(
         settings[f"rho{rho:g}"]["dictionary"] = dictionary
         data = EmotionDataModule(cfg.data, views_for(cfg, methods))
         for name in names:
+            # the reference's set is drawn, and its views decoded, once for all its seeds
+            train_data = _reference_data(cfg, data) if name == REFERENCE else data
             for s in range(seed, seed + seeds):
                 done += 1
                 print(f"run {done}/{total}: rho={rho:g} {name}, seed {s}", flush=True)
-                record = _run(cfg, data, name, s, rho)
+                record = _run(cfg, data, train_data, name, s, rho)
                 runs.append(record)
     info = dataset_info("synthetic")
     results = {
@@ -138,17 +140,30 @@ def draw_synthetic(base: Path, settings: dict[str, Any]) -> Path:
     return generate(synthetic_root(base, synth), synth)
 
 
-def _run(cfg: Config, data: EmotionDataModule, name: str, seed: int, rho: float) -> dict[str, Any]:
-    """Train one (method, seed) — or the unconfounded reference — unless finished; its record."""
+def _reference_data(cfg: Config, data: EmotionDataModule) -> EmotionDataModule:
+    """The reference's training data: the same generator, every scene as likely with every
+    emotion (an unconfounded draw), cut into ``data``'s views."""
+    unconfounded = copy.deepcopy(cfg.data)
+    unconfounded.synthetic = {**cfg.data.synthetic, "rho": 1 / len(EMOTIONS)}
+    unconfounded.root = str(draw_synthetic(Path(cfg.data.root).parent, unconfounded.synthetic))
+    return EmotionDataModule(unconfounded, data.sizes)
+
+
+def _run(
+    cfg: Config,
+    data: EmotionDataModule,
+    train_data: EmotionDataModule,
+    name: str,
+    seed: int,
+    rho: float,
+) -> dict[str, Any]:
+    """Train one (method, seed) on ``train_data`` (``data`` but for the unconfounded
+    reference) unless finished, evaluate it on ``data``'s splits; its record."""
     run = copy.deepcopy(cfg)
     run.model.intervention = "none" if name == REFERENCE else name
+    run.data = copy.deepcopy(train_data.cfg)
     run.trainer.seed = seed
     run.name = f"{cfg.model.name}-{name}-seed{seed}"
-    train_data = data
-    if name == REFERENCE:  # the same generator, every scene as likely with every emotion
-        run.data.synthetic = {**cfg.data.synthetic, "rho": 1 / len(EMOTIONS)}
-        run.data.root = str(draw_synthetic(Path(cfg.data.root).parent, run.data.synthetic))
-        train_data = EmotionDataModule(run.data, data.sizes)
     config = run.to_dict()
     done = run.run_dir / "result.json"
     if done.is_file():
