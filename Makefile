@@ -30,11 +30,10 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks docs
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/data_loading.py
+	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/kmeans.py
 	$(BIN)/python benchmarks/ccim_overhead.py
 	$(BIN)/python benchmarks/dictionary_extraction.py
-	$(BIN)/python benchmarks/emotic_reading.py
 	$(BIN)/python benchmarks/mixed_precision.py
 	$(BIN)/python benchmarks/method_cost.py
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deconfound.data import Box, Sample, ViewDataset, make_views, mask_box
+from deconfound.data import Box, MemoryViews, Sample, ViewDataset, make_views, mask_box
 from deconfound.data.synthetic import EMOTIONS, INFO, SyntheticReader
 from deconfound.errors import DataError
 
@@ -126,7 +126,7 @@ def test_views_have_the_asked_sizes_and_content(tmp_path: Path) -> None:
 
 def test_view_dataset_caches_decoded_views(tiny_root: Path) -> None:
     samples = SyntheticReader(tiny_root).samples("val")[:4]
-    ds = ViewDataset(samples, INFO, {"body": 16, "whole": 16}, cache=True)
+    ds = ViewDataset(samples, INFO, {"body": 16, "whole": 16}, cache=MemoryViews())
     views, y, z = ds[2]
     assert y.item() == samples[2].labels[0]
     assert z.item() == -1  # the synthetic scene is hidden: it never reaches a batch

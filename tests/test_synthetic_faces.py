@@ -24,12 +24,14 @@ from deconfound.data.synthetic_faces import (
     draw_face,
     generate,
     home_source,
+    missing_source,
     plan_folds,
     sample_identity,
 )
 from deconfound.errors import DataError
 
-SMALL = FaceSynthConfig(size=32, subjects=6, frames=2, bias=0.6, seed=3)
+SMALL = FaceSynthConfig(size=32, subjects=6, frames=2, bias=0.6, seed=3)  # release folds
+HOME = replace(SMALL, design="home")
 SOURCES = tuple(s.name for s in STYLES)
 ID = re.compile(r"^SyntheticFaces/(\w+)/images/(S(\d{3})_(\d{3})_(\d{8}))\.png$")
 
@@ -38,6 +40,12 @@ ID = re.compile(r"^SyntheticFaces/(\w+)/images/(S(\d{3})_(\d{3})_(\d{8}))\.png$"
 def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small set (6 subjects a source, 2 frames, 32 pixels); treat as read-only."""
     return generate(tmp_path_factory.mktemp("faces") / "small", SMALL, workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def home_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SMALL with the home fold design; treat as read-only."""
+    return generate(tmp_path_factory.mktemp("faces") / "home", HOME, workers=1, progress=False)
 
 
 def _ids(root: Path, split: str, fold: str) -> list[str]:
@@ -91,17 +99,74 @@ def test_the_reader_reads_it(small_root: Path) -> None:
     test = reader.samples("test")
     assert len(test) == len(_ids(small_root, "test", "bias90v2"))
     assert {s.confounder for s in test} == {0, 1, 2}
-    for s in test:
-        assert s.confounder != home_source(s.labels[0], "bias90v2")
+    for s in test:  # the release design: every test picture is a held-out pair's
+        assert s.confounder == missing_source(s.labels[0], "bias90v2")
+
+
+PAIR = SMALL.subjects * SMALL.frames  # pictures of one (source, emotion) pair
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_release_folds_hold_out_each_sources_two_missing_emotions(
+    small_root: Path, version: int
+) -> None:
+    meta = json.loads((small_root / "meta.json").read_text())
+    train = [_parse(line) for line in _ids(small_root, "train", f"bias100v{version}")]
+    test = [_parse(line) for line in _ids(small_root, "test", f"bias100v{version}")]
+    held = {(s, e) for s, _, e, _ in test}
+    assert len(held) == len(BASIC_EMOTIONS)  # one held-out source per emotion
+    assert Counter(s for s, _ in held) == {0: 2, 1: 2, 2: 2}  # each source misses two
+    assert held == {(missing_source(e, version), e) for e in range(len(BASIC_EMOTIONS))}
+    assert not held & {(s, e) for s, _, e, _ in train}
+    for e in range(len(BASIC_EMOTIONS)):  # each emotion trained from the two other sources
+        assert {s for s, _, e2, _ in train if e2 == e} == set(range(3)) - {
+            missing_source(e, version)
+        }
+    n = len(SOURCES) * len(BASIC_EMOTIONS) * PAIR
+    assert len(test) == len(BASIC_EMOTIONS) * PAIR and len(train) == n - len(test)
+    assert {p for _, p, _, _ in train} == {p for _, p, _, _ in test}  # people in both lists
+    names = meta["held_out_sources"][f"bias100v{version}"]
+    assert names == {BASIC_EMOTIONS[e]: SOURCES[s] for s, e in held}
+    assert meta["counts"][f"bias100v{version}"]["train_held_out_share"] == 0.0
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_release_bias90_moves_a_share_of_each_held_out_pair_into_training(
+    small_root: Path, version: int
+) -> None:
+    train90 = _ids(small_root, "train", f"bias90v{version}")
+    test90 = _ids(small_root, "test", f"bias90v{version}")
+    test100 = _ids(small_root, "test", f"bias100v{version}")
+    assert set(_ids(small_root, "train", f"bias100v{version}")) <= set(train90)
+    assert set(test90) <= set(test100) and not set(train90) & set(test90)
+    moved = [_parse(line) for line in set(train90) - set(test90) if line in test100]
+    assert sorted(moved) == sorted(_parse(line) for line in set(test100) - set(test90))
+    moved_per_pair = Counter((s, e) for s, _, e, _ in moved)
+    share = round((1 - SMALL.bias) * PAIR)  # 0.4 of 12 pictures, read back from the lists
+    assert moved_per_pair == {(missing_source(e, version), e): share for e in range(6)}
+    meta = json.loads((small_root / "meta.json").read_text())["counts"][f"bias90v{version}"]
+    assert meta["train_held_out_share"] == round(len(moved) / len(train90), 4)
+
+
+def test_default_release_bias90_moves_ten_percent() -> None:
+    cfg = FaceSynthConfig()
+    pair = cfg.subjects * cfg.frames
+    for fold, (train, test) in plan_folds(cfg).items():
+        if fold.startswith("bias90"):
+            moved = Counter(
+                (i.source, i.emotion) for i in train if i.source == missing_source(i.emotion, fold)
+            )
+            assert set(moved.values()) == {round(0.1 * pair)}  # 12 of 120
+            assert len(test) == 6 * (pair - round(0.1 * pair))
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 def test_bias100_trains_on_home_pairs_and_tests_on_the_others(
-    small_root: Path, version: int
+    home_root: Path, version: int
 ) -> None:
     fold = f"bias100v{version}"
-    train = [_parse(line) for line in _ids(small_root, "train", fold)]
-    test = [_parse(line) for line in _ids(small_root, "test", fold)]
+    train = [_parse(line) for line in _ids(home_root, "train", fold)]
+    test = [_parse(line) for line in _ids(home_root, "test", fold)]
     assert all(s == home_source(e, version) for s, _, e, _ in train)
     assert all(s != home_source(e, version) for s, _, e, _ in test)
     for source in range(len(SOURCES)):
@@ -135,20 +200,20 @@ def _check_bias90(train: list[tuple[int, int, int, int]], bias: float, version: 
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
-def test_bias90_mixes_in_a_little_of_the_other_sources(small_root: Path, version: int) -> None:
-    train = [_parse(line) for line in _ids(small_root, "train", f"bias90v{version}")]
-    _check_bias90(train, SMALL.bias, version)
-    bias100 = _ids(small_root, "train", f"bias100v{version}")
-    assert set(bias100) <= set(_ids(small_root, "train", f"bias90v{version}"))
-    assert _ids(small_root, "test", f"bias90v{version}") == _ids(
-        small_root, "test", f"bias100v{version}"
+def test_bias90_mixes_in_a_little_of_the_other_sources(home_root: Path, version: int) -> None:
+    train = [_parse(line) for line in _ids(home_root, "train", f"bias90v{version}")]
+    _check_bias90(train, HOME.bias, version)
+    bias100 = _ids(home_root, "train", f"bias100v{version}")
+    assert set(bias100) <= set(_ids(home_root, "train", f"bias90v{version}"))
+    assert _ids(home_root, "test", f"bias90v{version}") == _ids(
+        home_root, "test", f"bias100v{version}"
     )
-    tested = {p[:2] for p in (_parse(line) for line in _ids(small_root, "test", "bias100v1"))}
+    tested = {p[:2] for p in (_parse(line) for line in _ids(home_root, "test", "bias100v1"))}
     assert not {p[:2] for p in train} & tested  # no test subject in training
 
 
-def test_default_config_bias90_share_is_0_9() -> None:
-    cfg = FaceSynthConfig()
+def test_default_home_config_bias90_share_is_0_9() -> None:
+    cfg = FaceSynthConfig(design="home")
     for fold, (train, _) in plan_folds(cfg).items():
         if fold.startswith("bias90"):
             version = int(fold[-1])
@@ -170,8 +235,9 @@ def test_same_config_same_bytes_whatever_the_workers(tmp_path: Path) -> None:
     assert a[first] != c[first]
 
 
-def test_the_source_is_a_shortcut(small_root: Path) -> None:
-    """A nearest-centroid classifier on the mean colour tells the source."""
+def test_the_source_is_a_shortcut(home_root: Path) -> None:
+    """A nearest-centroid classifier on the mean colour tells the source of unseen people."""
+    small_root = home_root
     held_out = json.loads((small_root / "meta.json").read_text())["test_subjects"]
     feats: dict[bool, list[np.ndarray]] = {True: [], False: []}
     sources: dict[bool, list[int]] = {True: [], False: []}

@@ -116,6 +116,9 @@ def _range(
     return [lo, hi]
 
 
+CACHES = ("disk", "memory", "none")
+
+
 @dataclass
 class DataConfig:
     """Which data, which splits, and how batches are made.
@@ -125,6 +128,11 @@ class DataConfig:
     first. ``view_sizes`` gives the side of each view a model may ask for; ``synthetic`` holds
     the generator settings used when ``dataset`` is ``synthetic`` and ``root`` does not exist
     yet; ``augment`` the random augmentation of the training split (see ``AugmentConfig``).
+
+    ``cache`` says where decoded views are kept between epochs (see
+    ``deconfound.data.view_cache``): ``disk`` (one memory-mapped file per split, built once
+    under ``cache_dir``, by default ``<root>/.deconfound-cache``, and shared by every worker,
+    process and later run), ``memory`` (in each process), or ``none`` (decoded every time).
     """
 
     dataset: str = "synthetic"
@@ -142,7 +150,8 @@ class DataConfig:
     mask_fill: str = "zeros"
     batch_size: int = 64
     num_workers: int = 0
-    cache: bool = True
+    cache: str | bool = "disk"  # (bool: see __post_init__)
+    cache_dir: str | None = None
     synthetic: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -150,6 +159,9 @@ class DataConfig:
         _at_least(self.batch_size, 1, "data.batch_size")
         _at_least(self.num_workers, 0, "data.num_workers")
         _check_fill(self.mask_fill, "data.mask_fill")
+        if isinstance(self.cache, bool):  # the configs (and checkpoints) before data.cache_dir
+            self.cache = "memory" if self.cache else "none"
+        _choice(self.cache, CACHES, "data.cache")
         for view, size in self.view_sizes.items():
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise ConfigError(
@@ -548,6 +560,9 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         options = typing.get_args(tp)
         if value is None and type(None) in options:
             return None
+        plain = [t for t in options if t is not type(None) and typing.get_origin(t) is None]
+        if isinstance(value, bool) and bool in plain:
+            return value
         tp = next(t for t in options if t is not type(None))
         origin = typing.get_origin(tp)
     expected = origin or tp

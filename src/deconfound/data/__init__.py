@@ -9,6 +9,7 @@ from deconfound.data.datamodule import (
     synthetic_root,
 )
 from deconfound.data.sample import Box, DatasetInfo, Sample
+from deconfound.data.view_cache import DiskViews, MemoryViews
 from deconfound.data.views import VIEWS, make_views, mask_box
 
 __all__ = [
@@ -16,7 +17,9 @@ __all__ = [
     "VIEWS",
     "Box",
     "DatasetInfo",
+    "DiskViews",
     "EmotionDataModule",
+    "MemoryViews",
     "Sample",
     "ViewDataset",
     "dataset_info",

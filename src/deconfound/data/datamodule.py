@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ from deconfound.data.synthetic_faces import FORMAT as FACES_FORMAT
 from deconfound.data.synthetic_faces import FaceSynthConfig
 from deconfound.data.synthetic_faces import generate as generate_faces
 from deconfound.data.synthetic_faces.reader import SyntheticFacesReader
+from deconfound.data.view_cache import DiskViews, MemoryViews, ViewStore
 from deconfound.data.views import Fill, make_views
 from deconfound.errors import ConfigError
 
@@ -116,12 +118,13 @@ class ViewDataset(Dataset[Batch]):
     dictionary), else its ``confounder`` where the data set states it openly
     (``DatasetInfo.observed_confounder``), else -1: a hidden confounder never reaches a batch.
 
-    With ``cache=True`` each sample's views are decoded once and kept in memory (per process:
-    use it with ``num_workers=0`` or persistent workers). A training split may redraw each
-    picture (``compose``, e.g. person pasting) and augment the views (``augment``); both draw
-    from a random generator seeded by (``seed``, epoch, index), given by indexing with
-    ``(index, epoch)`` (as :class:`EpochShuffle` with ``keyed=True`` does), so that an epoch's
-    samples are the same in every run and process, a resumed run included.
+    With a ``cache`` (:mod:`deconfound.data.view_cache`) each sample's views are decoded once:
+    kept in this process's memory (``MemoryViews``: use it with ``num_workers=0`` or persistent
+    workers) or read from a memory-mapped file built beforehand (``DiskViews``). A training
+    split may redraw each picture (``compose``, e.g. person pasting) and augment the views
+    (``augment``); both draw from a random generator seeded by (``seed``, epoch, index), given
+    by indexing with ``(index, epoch)`` (as :class:`EpochShuffle` with ``keyed=True`` does), so
+    that an epoch's samples are the same in every run and process, a resumed run included.
     """
 
     def __init__(
@@ -130,7 +133,7 @@ class ViewDataset(Dataset[Batch]):
         info: DatasetInfo,
         sizes: Mapping[str, int],
         fill: Fill = "zeros",
-        cache: bool = False,
+        cache: ViewStore | None = None,
         root: str | Path | None = None,
         *,
         strata: np.ndarray | None = None,
@@ -142,9 +145,7 @@ class ViewDataset(Dataset[Batch]):
         self.augment = augment if augment is not None and augment.enabled else None
         self.compose: Composer | None = None
         self.seed = 0
-        self._cache: list[dict[str, torch.Tensor] | None] | None = (
-            [None] * len(self.samples) if cache else None
-        )
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -164,11 +165,11 @@ class ViewDataset(Dataset[Batch]):
         return views, target(sample, self.info), torch.tensor(self.stratum(i))
 
     def _views(self, i: int) -> dict[str, torch.Tensor]:
-        views = self._cache[i] if self._cache is not None else None
+        views = self.cache.get(i) if self.cache is not None else None
         if views is None:
             views = make_views(self.samples[i], self.sizes, self.fill, self.root)
-            if self._cache is not None:
-                self._cache[i] = views
+            if self.cache is not None:
+                self.cache.put(i, views)
         return views
 
     def stratum(self, i: int) -> int:
@@ -279,7 +280,7 @@ class EmotionDataModule(L.LightningDataModule):
                 self.info,
                 self.sizes,
                 self.cfg.mask_fill,  # type: ignore[arg-type]
-                self.cfg.cache,
+                self._store(split, samples),
                 root=self.reader.root,
                 augment=self.augment if train else None,
             )
@@ -288,6 +289,29 @@ class EmotionDataModule(L.LightningDataModule):
         if split == self.cfg.train_split:
             dataset.compose, dataset.seed = self.compose, self.shuffle_seed
         return dataset
+
+    def _store(self, split: str, samples: list[Sample]) -> ViewStore | None:
+        """Where ``split``'s decoded views are kept, as ``data.cache`` says; a disk cache is
+        built (or completed) here, in ``data.cache_dir`` or ``<root>/.deconfound-cache/views``."""
+        if self.cfg.cache == "none" or not samples:
+            return None
+        if self.cfg.cache == "memory":
+            return MemoryViews()
+        root = self.reader.root
+        if self.cfg.cache_dir is None:  # one folder per reader: several may share a root
+            folder = Path(root) / ".deconfound-cache" / "views" / self.cfg.dataset
+        else:  # and one per data set, since several may share the folder
+            place = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:8]
+            folder = Path(self.cfg.cache_dir) / f"{self.cfg.dataset}-{place}"
+        return DiskViews.open(
+            folder,
+            split,
+            samples,
+            self.sizes,
+            self.cfg.mask_fill,  # type: ignore[arg-type]
+            root,
+            progress=sys.stderr.isatty(),
+        )
 
     def set_strata(self, strata: dict[str, np.ndarray], num_strata: int) -> None:
         """Give each split's samples their strata (context clusters: ``causal.strata``), in

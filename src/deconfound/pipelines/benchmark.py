@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -137,14 +138,18 @@ def _check(model: str, methods: tuple[str, ...], seeds: int) -> None:
 
 def draw_synthetic(base: Path, settings: dict[str, Any]) -> Path:
     synth = construct(SynthConfig, settings, "data.synthetic")
-    return generate(synthetic_root(base, synth), synth)
+    return generate(synthetic_root(base, synth), synth, progress=sys.stderr.isatty())
 
 
 def _reference_data(cfg: Config, data: EmotionDataModule) -> EmotionDataModule:
     """The reference's training data: the same generator, every scene as likely with every
-    emotion (an unconfounded draw), cut into ``data``'s views."""
+    emotion (an unconfounded draw) of the training and validation splits only (it is tested on
+    the confounded set's), cut into ``data``'s views."""
     unconfounded = copy.deepcopy(cfg.data)
-    unconfounded.synthetic = {**cfg.data.synthetic, "rho": 1 / len(EMOTIONS)}
+    sizes = construct(SynthConfig, cfg.data.synthetic, "data.synthetic").sizes
+    kept = {s: sizes[s] for s in (cfg.data.train_split, cfg.data.val_split) if s in sizes}
+    unconfounded.synthetic = {**cfg.data.synthetic, "rho": 1 / len(EMOTIONS), "sizes": kept}
+    unconfounded.test_splits = []
     unconfounded.root = str(draw_synthetic(Path(cfg.data.root).parent, unconfounded.synthetic))
     return EmotionDataModule(unconfounded, data.sizes)
 
@@ -213,7 +218,7 @@ def build_scene_dictionary(
     cfg.dictionary.backbone = scene.model.args["backbone"]
     cfg.dictionary.image_size = scene.data.view_sizes["whole"]
     cfg.dictionary.weights = str(scene_result.best_checkpoint)
-    built = build_dictionary(cfg, progress=cfg.trainer.progress_bar)
+    built = build_dictionary(cfg, progress=cfg.trainer.progress_bar and sys.stderr.isatty())
     info = dataset_info(cfg.data.dataset)
     plot = plot_cluster_classes(
         built.cluster_counts,

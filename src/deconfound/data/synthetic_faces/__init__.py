@@ -19,18 +19,20 @@ Each has its own capture set-up (background, framing, blur, sensor noise, colour
 and brightness) and its own people. The source can be told from the mean colour of a picture
 alone; it says nothing about the expression by itself. Each source has ``subjects`` people; each
 person shows every emotion in one sequence of ``frames`` peak frames (names as in CK+:
-``S{subject}_{sequence}_{frame}``, sequence = emotion index + 1). A ``test_subjects`` share of
-each source's people is held out: no person appears in both a training and a test list.
+``S{subject}_{sequence}_{frame}``, sequence = emotion index + 1).
 
-The folds tie emotions to sources. In fold version f (1, 2, 3) emotion e has the home source
-(e + f) mod 3, so each source is home to two emotions and the three versions rotate the pairing.
+The folds tie emotions to sources, in one of two designs (``FaceSynthConfig.design``).
 
-- ``bias100v{f}``: training holds only home pairs (every emotion is seen from one source only);
-  testing holds only the other pairs, from the held-out people. Every test picture pairs an
-  emotion with a source it was never trained with, so a model that relies on the source fails.
-- ``bias90v{f}``: training also holds some pictures of the non-home pairs, so that per emotion
-  a ``bias`` share (0.9 by default, up to rounding) comes from the home source and the rest is
-  split evenly over the other two; the test list is bias100v{f}'s.
+- ``release`` (the default; the IERN authors' folds): in fold version f (1, 2, 3) the pictures
+  of emotion e from source (e + f) mod 3 are held out, so each source misses two emotions and
+  every emotion is trained from the other two sources. ``bias100v{f}`` tests on exactly the
+  held-out (source, emotion) pairs; ``bias90v{f}`` moves 10 % of each held-out pair's pictures
+  (``1 − bias``) into training and tests on the rest. People are not held out.
+- ``home``: emotion e has the home source (e + f) mod 3. ``bias100v{f}`` trains only on home
+  pairs (every emotion seen from one source) and tests on the other pairs, from held-out
+  people (a ``test_subjects`` share of each source's); ``bias90v{f}`` also trains on some
+  non-home pictures, so that per emotion a ``bias`` share comes from the home source. Emotion
+  and source are then almost the same signal in training.
 
 On disk the set follows IERN's mixed-data-set layout: ``<Source>/images/<stem>.png``, a pickled
 ``emotion_labels.pkl`` dict from ``"<source lower-case>_<stem>"`` to the emotion's name,
@@ -42,6 +44,7 @@ it (IERN's mixed-set reader with the three style folders as sources).
 
 from deconfound.data.synthetic_faces.generate import (
     DATASET,
+    DESIGNS,
     FOLDS,
     FORMAT,
     LABELS_FILE,
@@ -50,6 +53,7 @@ from deconfound.data.synthetic_faces.generate import (
     generate,
     held_out_subjects,
     home_source,
+    missing_source,
     plan_folds,
     plan_pool,
 )
@@ -64,6 +68,7 @@ from deconfound.data.synthetic_faces.render import (
 
 __all__ = [
     "DATASET",
+    "DESIGNS",
     "FOLDS",
     "FORMAT",
     "INFO",
@@ -79,6 +84,7 @@ __all__ = [
     "generate",
     "held_out_subjects",
     "home_source",
+    "missing_source",
     "plan_folds",
     "plan_pool",
     "sample_identity",

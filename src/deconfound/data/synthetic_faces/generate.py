@@ -6,8 +6,9 @@ Layout under ``root``::
     emotion_labels.pkl           a pickled dict {"<source lower-case>_<stem>": "<Emotion>"}
     train_ids_<fold>.csv         one id a line, "SyntheticFaces/<Source>/images/<stem>.png"
     test_ids_<fold>.csv
-    meta.json                    format, config, sources, emotions, folds, home sources,
-                                 held-out subjects, image count, per-fold counts
+    meta.json                    format, config, sources, emotions, folds, each emotion's
+                                 held-out source (release design) or home source and the
+                                 held-out subjects (home design), image count, per-fold counts
 
 Every picture is drawn from its own random stream, seeded by (seed, source, subject, emotion,
 frame); a subject's looks come from a stream seeded by (seed, source, subject) and a sequence's
@@ -46,6 +47,8 @@ FOLDS: tuple[str, ...] = (
     "bias90v3",
 )
 LABELS_FILE = "emotion_labels.pkl"
+DESIGNS = ("release", "home")
+"""Fold designs: the IERN release's, and one home source per emotion (:func:`plan_folds`)."""
 
 # Tags that keep the random streams of the different kinds of draw apart.
 _IDENTITY, _SEQUENCE, _FRAME, _HELD_OUT, _MIX = range(5)
@@ -60,9 +63,15 @@ class FaceSynthConfig:
         subjects: people per source (every source has its own people).
         frames: peak frames per sequence (one sequence per subject and emotion).
         test_subjects: share of each source's subjects held out for testing.
-        bias: in the ``bias90`` folds, the share of each emotion's training images that come
-            from its home source (at least 1/3: 1/3 is an even mix, 1 is ``bias100``).
+        bias: in the ``bias90`` folds: with ``design="release"``, 1 − the share of each
+            held-out (source, emotion) pair's pictures moved into training (0.9: 10 %); with
+            ``design="home"``, the share of each emotion's training pictures that come from its
+            home source (at least 1/3: 1/3 is an even mix, 1 is ``bias100``).
         seed: seed of every random draw.
+        design: how folds tie emotions to sources (see :func:`plan_folds`): ``release``, as
+            the IERN authors' folds (each source misses two emotions, all people in both
+            lists) or ``home`` (each emotion trained from one source, tested on unseen people
+            of the other two).
     """
 
     size: int = 48
@@ -71,8 +80,11 @@ class FaceSynthConfig:
     test_subjects: float = 0.3
     bias: float = 0.9
     seed: int = 0
+    design: str = "release"
 
     def __post_init__(self) -> None:
+        if self.design not in DESIGNS:
+            raise DataError(f"unknown fold design '{self.design}'; choose {', '.join(DESIGNS)}")
         if self.size < 24:
             raise DataError(f"size must be at least 24 pixels, got {self.size}")
         if self.subjects < 2:
@@ -154,16 +166,31 @@ def plan_pool(cfg: FaceSynthConfig) -> list[FaceImage]:
     ]
 
 
+def missing_source(emotion: int, fold: str | int) -> int:
+    """The source whose pictures of ``emotion`` are held out in a ``release``-design ``fold``
+    (a fold name, or its version 1, 2 or 3): ``(emotion + version) % 3``. Each source misses
+    two emotions; every emotion is trained from the other two sources."""
+    return home_source(emotion, fold)
+
+
 def plan_folds(cfg: FaceSynthConfig) -> dict[str, tuple[list[FaceImage], list[FaceImage]]]:
     """The (train, test) pictures of every fold in :data:`FOLDS`, each in pool order.
 
-    ``bias100v{f}`` trains on every training-subject picture of (emotion, its home source) and
-    tests on every test-subject picture of (emotion, another source). ``bias90v{f}`` adds to
-    that training set, per emotion, ``round(n_home (1 - bias) / (2 bias))`` training-subject
-    pictures from each of the two other sources (a seeded choice), so that the home source's
-    share is ``bias`` up to rounding; its test set is bias100v{f}'s.
+    ``design="release"`` (the IERN authors' folds): ``bias100v{f}`` trains on every picture
+    except those of the held-out pairs (emotion, :func:`missing_source`) and tests on those;
+    ``bias90v{f}`` moves ``round((1 - bias) n)`` of each held-out pair's ``n`` pictures (a
+    seeded choice) into training and tests on the rest. People are not held out: a person's
+    other emotions are in training.
+
+    ``design="home"``: ``bias100v{f}`` trains on every training-subject picture of (emotion,
+    its home source) and tests on every test-subject picture of (emotion, another source).
+    ``bias90v{f}`` adds to that training set, per emotion, ``round(n_home (1 - bias) / (2
+    bias))`` training-subject pictures from each of the two other sources (a seeded choice),
+    so that the home source's share is ``bias`` up to rounding; its test set is bias100v{f}'s.
     """
     pool = plan_pool(cfg)
+    if cfg.design == "release":
+        return {fold: _release_fold(cfg, fold, pool) for fold in FOLDS}
     held_out = {s: set(held_out_subjects(cfg, s)) for s in range(len(STYLES))}
     train_pool = [im for im in pool if im.subject not in held_out[im.source]]
     test_pool = [im for im in pool if im.subject in held_out[im.source]]
@@ -176,6 +203,24 @@ def plan_folds(cfg: FaceSynthConfig) -> dict[str, tuple[list[FaceImage], list[Fa
             train = sorted(train + _mixed_in(cfg, version, train_pool))
         folds[fold] = (train, test)
     return folds
+
+
+def _release_fold(
+    cfg: FaceSynthConfig, fold: str, pool: list[FaceImage]
+) -> tuple[list[FaceImage], list[FaceImage]]:
+    version = int(fold.rsplit("v", 1)[1])
+    held = [im for im in pool if im.source == missing_source(im.emotion, version)]
+    moved: set[FaceImage] = set()
+    if fold.startswith("bias90"):
+        for e in range(len(BASIC_EMOTIONS)):
+            pair = [im for im in held if im.emotion == e]
+            rng = np.random.default_rng([cfg.seed, _MIX, version, e])
+            n = _round((1 - cfg.bias) * len(pair))
+            moved.update(pair[i] for i in rng.choice(len(pair), n, replace=False))
+    held_set = set(held)
+    train = [im for im in pool if im not in held_set or im in moved]
+    test = [im for im in held if im not in moved]
+    return train, test
 
 
 def _mixed_in(cfg: FaceSynthConfig, version: int, train_pool: list[FaceImage]) -> list[FaceImage]:
@@ -300,24 +345,26 @@ def _write(tmp: Path, cfg: FaceSynthConfig, workers: int, progress: bool) -> Non
         for split, images in (("train", train), ("test", test)):
             text = "".join(im.id + "\n" for im in images)
             (tmp / f"{split}_ids_{fold}.csv").write_bytes(text.encode())
-        home = sum(im.source == home_source(im.emotion, fold) for im in train)
-        counts[fold] = {
-            "train": len(train),
-            "test": len(test),
-            "train_home_share": round(home / len(train), 4),
-        }
+        # the home source is the missing one in the release design: (emotion + version) % 3
+        tied = sum(im.source == home_source(im.emotion, fold) for im in train)
+        share = "train_held_out_share" if cfg.design == "release" else "train_home_share"
+        counts[fold] = {"train": len(train), "test": len(test), share: round(tied / len(train), 4)}
+    tie = "held_out_sources" if cfg.design == "release" else "home_sources"
     meta = {
         "format": FORMAT,
         "config": asdict(cfg),
         "sources": [s.name for s in STYLES],
         "emotions": list(BASIC_EMOTIONS),
         "folds": list(FOLDS),
-        "home_sources": {
+        tie: {
             fold: {e: STYLES[home_source(i, fold)].name for i, e in enumerate(BASIC_EMOTIONS)}
             for fold in FOLDS
         },
-        "test_subjects": {s.name: list(held_out_subjects(cfg, i)) for i, s in enumerate(STYLES)},
         "images": len(pool),
         "counts": counts,
     }
+    if cfg.design == "home":
+        meta["test_subjects"] = {
+            s.name: list(held_out_subjects(cfg, i)) for i, s in enumerate(STYLES)
+        }
     (tmp / "meta.json").write_bytes((json.dumps(meta, indent=2) + "\n").encode())
