@@ -444,16 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         metavar="METHOD",
-        help="interventions to compare: none, ccim_dot, ccim_add (the default: all three) on "
-        "the context set; or iern (and confusion: IERN without the backdoor adjustment), which "
-        "runs IERN's facial-expression demo against the plain classifier",
+        help="methods to compare on the context set (default: none ccim_dot paste; any of "
+        "deconfound benchmark's); or iern (and confusion: IERN without the backdoor "
+        "adjustment), which runs IERN's facial-expression demo against the plain classifier",
     )
     d.add_argument(
         "--fold",
         default="bias90v1",
         help="IERN demo: the fold of the facial-expression set (bias90v1-3, bias100v1-3)",
     )
-    d.add_argument("--quick", action="store_true", help="a smaller set and fewer epochs")
+    d.add_argument(
+        "--quick", action="store_true", help="a smaller set and fewer epochs (for checks)"
+    )
     d.add_argument("overrides", **overrides)
     d.set_defaults(func=_demo)
 

@@ -236,6 +236,7 @@ def _build(
         manifest is not None
         and manifest.get("key") == key
         and manifest.get("chunk") == job.chunk
+        and manifest.get("boot") == _boot_id()
         and _size(data) == manifest["n"] * manifest["record_bytes"]
         and _size(done_path) == chunks
     )
@@ -254,6 +255,7 @@ def _build(
             "key": key,
             "n": n,
             "chunk": job.chunk,
+            "boot": _boot_id(),
             "record_bytes": job.record,
             "layout": job.layout,
         }
@@ -266,10 +268,11 @@ def _build(
     bar = tqdm(total=len(todo), desc=f"caching {folder.name}", unit="chunk", disable=not progress)
     with bar:
         for c in _map(job, todo, count):
-            done[c] = 1
-            done.flush()
+            done[c] = 1  # in the page cache, with the chunk: both outlive a killed process
             bar.update()
     del done
+    with data.open("rb+") as f:  # on disk before the manifest says complete
+        os.fsync(f.fileno())
     atomic_write_text(folder / "manifest.json", json.dumps({**manifest, "complete": True}))
 
 
@@ -280,6 +283,15 @@ def _map(job: _Job, chunks: list[int], workers: int) -> Iterator[int]:
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
         yield from pool.map(job, chunks)
+
+
+def _boot_id() -> str:
+    """This boot of the machine: an unfinished build resumes only within it, since chunks
+    still in the page cache (not yet on disk) do not survive a crash of the machine."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _size(path: Path) -> int:
@@ -343,5 +355,4 @@ class _Job:
                 row[part["offset"] : part["offset"] + part["nbytes"]] = value.reshape(-1).view(
                     np.uint8
                 )
-        array.flush()
         return chunk
