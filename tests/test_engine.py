@@ -10,6 +10,7 @@ import torch
 from conftest import run_overrides
 
 from deconfound.config import load_config
+from deconfound.data import EmotionDataModule
 from deconfound.engine import EmotionModule, evaluate, load_module, train
 from deconfound.errors import DeconfoundError
 
@@ -68,3 +69,33 @@ def test_a_missing_or_foreign_checkpoint_is_named(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     with pytest.raises(DeconfoundError, match="foreign.ckpt: not a deconfound checkpoint"):
         load_module(tmp_path / "foreign.ckpt")
+
+
+def test_select_last_scores_the_last_epoch_and_best_the_best(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    overrides = run_overrides(tiny_root, tmp_path, epochs=3)
+    last_cfg = load_config("emotnet_synthetic", [*overrides, "trainer.select=last"])
+    last = train(last_cfg)
+    assert last.selected.name == "last.ckpt"
+    state = torch.load(last.selected, weights_only=False)
+    batches = len(EmotionDataModule(last_cfg.data, ("body", "whole")).train_dataloader())
+    assert state["epoch"] == 2 and state["global_step"] == 3 * batches  # after the third epoch
+    best = train(load_config("emotnet_synthetic", [*overrides, "name=b", "trainer.select=best"]))
+    assert best.selected == best.best_checkpoint != best.run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_input_normalisation_is_a_config_setting_kept_by_the_checkpoint(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    half = ["model.input_mean=[0.5, 0.5, 0.5]", "model.input_std=[0.25, 0.5, 0.5]"]
+    cfg = load_config("emotnet_synthetic", [*run_overrides(tiny_root, tmp_path, epochs=1), *half])
+    result = train(cfg)
+    module = load_module(result.selected)
+    backbones = [m for m in module.modules() if hasattr(m, "set_normalisation")]
+    assert backbones
+    x = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
+    for b in backbones:
+        assert torch.allclose(b.normalise(x)[0, :, 0, 0], torch.tensor([2.0, 1.0, 1.0]))
+    with pytest.raises(DeconfoundError, match="'model.input_std' must be three numbers"):
+        load_config("emotnet_synthetic", ["model.input_std=[0.5, 0, 0.5]"])

@@ -216,3 +216,40 @@ def test_iern_refuses_training_data_without_strata(faces_root: Path, tmp_path: P
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(ConfigError, match="confounder stratum in 0..2"):
         module.training_step((views, y, y - 1), 0)
+
+
+@pytest.mark.filterwarnings("ignore:The number of training batches")
+def test_the_step3_switch_changes_only_step_3(faces_root: Path, tmp_path: Path) -> None:
+    """One training step (one batch holds the whole training split) in each mode, from the
+    same initial weights: steps 1 and 2 (discriminators, confounder generator, reconstruction,
+    centres) end equal, step 3's parameters (base model, classifier) do not."""
+    states = {}
+    for mode in ("release", "recomputed"):
+        cfg = _faces_config(
+            faces_root,
+            tmp_path / mode,
+            "data.batch_size=256",
+            "trainer.max_epochs=1",
+            "model.intervention_args={strata: 3, channels: 32, map_size: 2, step3: " + mode + "}",
+        )
+        result = train(cfg, EmotionDataModule(cfg.data, ("face",)))
+        states[mode] = torch.load(result.run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    release, recomputed = states["release"], states["recomputed"]
+    same = ("discriminator", "confounder_generator", "reconstruction", "centres")
+    differ = ("model.base.", "classifier")
+    compared = set()
+    for key, value in release.items():
+        if not value.is_floating_point() or "running" in key:
+            continue  # batch-norm statistics: step 3's forward pass differs in its weights
+        for part in same:
+            if part in key:
+                assert torch.equal(value, recomputed[key]), key
+                compared.add(part)
+    assert compared == set(same)
+    for part in differ:
+        keys = [k for k in release if part in k and release[k].is_floating_point()]
+        assert keys and any(not torch.equal(release[k], recomputed[k]) for k in keys), part
+    with pytest.raises(ConfigError, match="step3 .* must be one of release, recomputed"):
+        create_model(
+            _faces_config(faces_root, tmp_path, "model.intervention_args={step3: early}").model, 6
+        )

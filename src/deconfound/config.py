@@ -177,7 +177,8 @@ class ModelConfig:
     ``ccim_add``, ``backdoor``, ``clef``, ``paste``, ``reweight``, ``groupdro``, ``iern``,
     ``confusion``) and ``intervention_args`` are its options; ``dictionary`` is the path of a
     confounder dictionary (CCIM and ``backdoor`` need one; it gives every method its context
-    clusters as strata).
+    clusters as strata). Every backbone normalises its input images with ``input_mean`` and
+    ``input_std`` (ImageNet's by default; IERN's release uses 0.5 and 0.5).
     """
 
     name: str = "emotnet"
@@ -185,6 +186,17 @@ class ModelConfig:
     intervention: str = "none"
     intervention_args: dict[str, Any] = field(default_factory=dict)
     dictionary: str | None = None
+    input_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    input_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    def __post_init__(self) -> None:
+        for key, values in (("input_mean", self.input_mean), ("input_std", self.input_std)):
+            ok = isinstance(values, list) and len(values) == 3 and all(map(_number, values))
+            if not ok or (key == "input_std" and min(values) <= 0):
+                raise ConfigError(
+                    f"'model.{key}' must be three numbers (per channel, of [0, 1] pixels"
+                    f"{'; positive' if key == 'input_std' else ''}), got {values!r}"
+                )
 
 
 @dataclass

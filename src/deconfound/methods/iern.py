@@ -10,12 +10,19 @@ learning rate and betas), in the published order:
 3. the base model and reduction (at ``optim.backbone_lr``), the emotion generator and the
    classifier, by cross-entropy of the stratum-averaged prediction.
 
+Step 3's emotion map is, as in the authors' release, the one computed at the start of the
+batch, before step 2 updated the emotion generator (``intervention_args.step3: release``, the
+default; its gradient is taken at the generator's weights of that moment), or recomputed after
+step 2 (``step3: recomputed``, what this library did before). Steps 1 and 2 are the same
+either way.
+
 Batches carry every sample's confounder stratum: the source data set where a data set states
 it (mixbasic, synthetic_faces), else the sample's context cluster in the dictionary.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,6 +39,11 @@ from deconfound.models.classifier import IERNClassifier
 
 if TYPE_CHECKING:
     from deconfound.engine.module import EmotionModule
+
+log = logging.getLogger(__name__)
+
+STEP3 = ("release", "recomputed")
+"""Which emotion map IERN's step 3 classifies (see the module docstring)."""
 
 
 class IERNMethod(Method):
@@ -54,12 +66,25 @@ class IERNMethod(Method):
         dictionary: ConfounderDictionary | None = None,
     ) -> nn.Module:
         base = self.base(load_weights)
+        backbone = str(self.cfg.args.get("backbone", ""))
+        if load_weights and backbone.startswith("resnet") and not self.cfg.args.get("weights"):
+            log.warning(
+                "%s on a random %s: the paper (and mixbasic_iern) starts from ImageNet "
+                "weights; give them with model.args.weights=PATH",
+                self.name,
+                backbone,
+            )
         if not hasattr(base, "forward_map"):
             raise ConfigError(
                 f"model.intervention={self.name} needs a base model with a feature map "
                 f"(single_stream), not '{self.cfg.name}'"
             )
         args = dict(self.cfg.intervention_args)
+        if args.pop("step3", "release") not in STEP3:
+            raise ConfigError(
+                f"model.intervention_args.step3 of method '{self.name}' must be one of "
+                f"{', '.join(STEP3)}, got {self.cfg.intervention_args['step3']!r}"
+            )
         if not self.adjust:
             if args.get("adjust", False):
                 raise ConfigError("method 'confusion' is IERN without adjustment; drop 'adjust'")
@@ -77,6 +102,12 @@ class IERNMethod(Method):
         f = net.features(views)  # (B, C, s, s), with the backbone's graph for step 3
         fd = f.detach()
         e, c = iern.emotion_generator(fd), iern.confounder_generator(fd)
+        early = None
+        if self.cfg.intervention_args.get("step3", "release") == "release":
+            # the map step 3 reads, taken now: through copies of the generator's weights, which
+            # keep their values (and the gradient's path to the weights) when step 2 updates them
+            weights = {k: p.clone() for k, p in iern.emotion_generator.named_parameters()}
+            early = torch.func.functional_call(iern.emotion_generator, weights, (f,))
 
         dis = iern.discriminator_loss(e.detach(), c.detach(), y, z)
         opt_dis.zero_grad()
@@ -95,7 +126,7 @@ class IERNMethod(Method):
         for p in discriminators:
             p.requires_grad_(True)
 
-        logits = iern.classify(iern.emotion_generator(f))
+        logits = iern.classify(early if early is not None else iern.emotion_generator(f))
         loss = module.loss(logits, y)
         if not torch.isfinite(loss) or not torch.isfinite(feat.total):
             raise FloatingPointError(

@@ -6,7 +6,7 @@ from torch import nn
 
 from deconfound.config import ModelConfig, construct
 from deconfound.errors import ConfigError
-from deconfound.models.backbones import BACKBONES, create_backbone
+from deconfound.models.backbones import BACKBONES, Backbone, create_backbone
 from deconfound.models.caernet import CAERNet
 from deconfound.models.classifier import EmotionClassifier, IERNClassifier
 from deconfound.models.emoticon import EmotiCon
@@ -33,12 +33,17 @@ def create_base(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
 
     By convention an argument whose name ends in ``weights`` is a local weights file;
     ``load_weights=False`` leaves them out (restoring a checkpoint that holds trained weights).
+    Every backbone normalises its input with ``cfg.input_mean`` and ``cfg.input_std``.
     The model a method composes from it is :func:`deconfound.methods.create_model`'s.
     """
     if cfg.name not in BASE_MODELS:
         raise ConfigError(f"unknown model '{cfg.name}'; choose one of {', '.join(BASE_MODELS)}")
     args = {k: v for k, v in cfg.args.items() if load_weights or not k.endswith("weights")}
-    return construct(BASE_MODELS[cfg.name], args, f"model '{cfg.name}'")
+    model = construct(BASE_MODELS[cfg.name], args, f"model '{cfg.name}'")
+    for module in model.modules():
+        if isinstance(module, Backbone):
+            module.set_normalisation(cfg.input_mean, cfg.input_std)
+    return model
 
 
 __all__ = [

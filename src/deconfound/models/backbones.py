@@ -1,7 +1,8 @@
 """Image backbones that map a batch of views to pooled feature vectors.
 
 Every backbone takes uint8 (or float in [0, 1]) images (B, 3, H, W), normalises them with the
-ImageNet statistics, and returns (B, num_features). Weights come only from a local file the user
+ImageNet statistics (or the config's ``model.input_mean`` / ``input_std``: :meth:`Backbone.
+set_normalisation`), and returns (B, num_features). Weights come only from a local file the user
 names; without one, the backbone starts from a random initialisation (and says so in the log).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -39,9 +40,14 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    def set_normalisation(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalise inputs with these per-channel statistics (of [0, 1] pixels) instead."""
+        self.mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.std.copy_(torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (or [0, 1] float) images → ImageNet-normalised floats; one channel is repeated
-        to three (depth maps)."""
+        """uint8 (or [0, 1] float) images → normalised floats (ImageNet statistics unless
+        set otherwise); one channel is repeated to three (depth maps)."""
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
         if x.shape[1] == 1:

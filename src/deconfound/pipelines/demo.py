@@ -192,7 +192,7 @@ def _train_seeds(
             run.trainer.seed = s
             run.name = f"{cfg.model.name}-{method}-seed{s}"
             result = train(run, data)
-            module = load_module(result.best_checkpoint)
+            module = load_module(result.selected)  # trainer.select: best or last
             per_seed[method][s] = evaluate(module, cfg.data.test_splits, data)
     return per_seed
 
@@ -217,7 +217,7 @@ def _report(
     methods = list(per_seed)
     seeds = sorted(next(iter(per_seed.values())))
     mean = {m: _reduce(per_seed[m], np.mean) for m in methods}
-    std = {m: _reduce(per_seed[m], np.std) for m in methods}  # over seeds, ddof = 0
+    std = {m: _reduce(per_seed[m], _sample_std) for m in methods}  # over seeds, ddof 1
     extra["settings"]["seeds"] = seeds
     results = {
         **extra,
@@ -238,6 +238,10 @@ def _report(
     print(format_table(mean, info.metric, std))
     print(f"results: {results_dir / 'results.json'}, plot: {results_dir / 'results.png'}")
     return results
+
+
+def _sample_std(values: Any) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def _views(cfg: Config) -> tuple[str, ...]:
