@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import pickle
 import random
@@ -56,15 +57,28 @@ def files(top: Path) -> set[str]:
 
 def partial(new: set[str], caches: bool = False) -> list[str]:
     """The artifacts among ``new`` files that a failed command must not leave: temporaries,
-    half-drawn sets, checkpoints, dictionaries, feature chunks, results, and (unless
-    ``caches``: ``data check`` completes FER2013's pixel cache) caches."""
+    half-drawn sets, checkpoints, dictionaries, feature chunks, results, unfinished view
+    caches, and (unless ``caches``: ``data check`` completes FER2013's pixel cache) other
+    caches. (A complete view cache of a split that was read without error may stay.)"""
     return sorted(
         p
         for p in new
         if p.endswith((".tmp", ".ckpt", ".safetensors", "results.json"))
         or ".partial" in p
-        or ((p.endswith(".npy") or ".deconfound-cache" in p) and not caches)
+        or ("/.deconfound-cache/views/" in p and not _complete_view_cache(Path(p).parent))
+        or (
+            (p.endswith(".npy") or ".deconfound-cache" in p)
+            and "/.deconfound-cache/views/" not in p
+            and not caches
+        )
     )
+
+
+def _complete_view_cache(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("complete") is True
+    except (OSError, ValueError):
+        return False
 
 
 def screen(err: str) -> list[str]:
@@ -98,15 +112,15 @@ def fails(
 
 @pytest.fixture(scope="module")
 def small_root(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first rows of each person split of the tiny set, their images (and for val, depth
-    maps), and meta.json (so the set is read, never drawn again); treat as read-only."""
+    """The first rows of each person split of the tiny set, their images (and for train and
+    val, depth maps), and meta.json (so the set is read, never drawn again); treat as read-only."""
     root = tmp_path_factory.mktemp("small") / "set"
     rows = read_rows(tiny_root / "annotations.csv")
     kept = [r for s, n in SMALL.items() for r in [r for r in rows if r["split"] == s][:n]]
     write_rows(root / "annotations.csv", kept)
     for row in kept:
         depth = f"depth/{row['image']}"
-        for rel in [row["image"]] + ([depth] if row["split"] == "val" else []):
+        for rel in [row["image"]] + ([depth] if row["split"] in ("train", "val") else []):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tiny_root / rel, root / rel)
     for name in ("meta.json", "scenes.csv"):
@@ -416,7 +430,8 @@ def test_a_damaged_real_format_is_named_by_train_and_data_check(
     if dataset != config:
         argv += [f"data.dataset={dataset}", "data.args={}"]
     fails(capsys, argv, cause, str(named))
-    assert not (root / ".deconfound-cache").exists()  # FER2013: nothing cached
+    cache = root / ".deconfound-cache"  # FER2013's pixel cache: nothing (view caches aside)
+    assert not [p for p in cache.glob("*") if p.name != "views"]
 
 
 def test_a_missing_data_root_is_named(

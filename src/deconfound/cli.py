@@ -36,7 +36,7 @@ def _synth(args: argparse.Namespace) -> None:
         sizes[split] = int(n)
     cfg = SynthConfig(rho=args.rho, seed=args.seed, image_size=args.image_size, sizes=sizes)
     check_writable(args.out, "--out")
-    root = generate(args.out, cfg)
+    root = generate(args.out, cfg, progress=sys.stderr.isatty())
     meta = json.loads((root / "meta.json").read_text())
     print(f"synthetic set in {root}; measured rho per split: {meta['measured_rho']}")
 

@@ -91,7 +91,8 @@ def open_reader(cfg: DataConfig) -> Reader:
     dataset_info(cfg.dataset)
     if cfg.dataset in GENERATORS and (cfg.synthetic or not Path(cfg.root, "meta.json").exists()):
         settings, generator = GENERATORS[cfg.dataset]
-        generator(cfg.root, construct(settings, cfg.synthetic, "data.synthetic"))
+        synth = construct(settings, cfg.synthetic, "data.synthetic")
+        generator(cfg.root, synth, progress=sys.stderr.isatty())
     args = {"root": cfg.root, "skip_bad": cfg.skip_bad, **cfg.args}
     return construct(READERS[cfg.dataset], args, f"data.args of the {cfg.dataset} reader")
 

@@ -13,8 +13,9 @@ names, boxes and labels, and the size and modification time of every file a view
 in parallel, in chunks: ``done.bin`` marks each chunk written, so a killed build resumes where
 it stopped, and the manifest says ``complete`` only once every chunk is. A cache whose samples
 or files changed, or whose ``views.bin`` does not have the size its manifest says (truncated),
-is rebuilt, never used. Processes building the same cache at once take turns (``flock``): one
-builds, the others then read.
+is rebuilt, never used; a build stopped by bad data (a corrupt image) leaves nothing behind.
+Processes building the same cache at once take turns (``flock`` on its folder): one builds,
+the others then read.
 """
 
 from __future__ import annotations
@@ -115,10 +116,15 @@ class DiskViews:
                 f"{folder}: cannot write the view cache ({e.strerror or e}); set data.cache_dir "
                 "to a writable folder, or data.cache to memory"
             ) from None
-        with _locked(folder.with_name(folder.name + ".lock")):
+        with _locked(folder):
             if not _usable(folder, key):
                 job = _Job(folder / "views.bin", samples, sizes, fill, root, chunk)
-                _build(folder, key, settings, job, workers, progress)
+                try:
+                    _build(folder, key, settings, job, workers, progress)
+                except Exception:  # bad data: the fixed file changes the key, so drop it all
+                    for name in ("manifest.json", "done.bin", "views.bin"):
+                        (folder / name).unlink(missing_ok=True)
+                    raise  # (a kill or Ctrl-C keeps the finished chunks, to resume)
         return cls(folder)
 
     def __len__(self) -> int:
@@ -215,8 +221,9 @@ def _usable(folder: Path, key: str) -> bool:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``folder`` itself (no lock file is left behind)."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # blocks while another process builds
         yield
@@ -281,8 +288,11 @@ def _map(job: _Job, chunks: list[int], workers: int) -> Iterator[int]:
         yield from map(job, chunks)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    try:
         yield from pool.map(job, chunks)
+    finally:  # on an error, the chunks not started yet are not decoded in vain
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _boot_id() -> str:

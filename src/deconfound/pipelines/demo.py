@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,8 @@ def run_iern_demo(
     quick_settings = IERN_QUICK if quick else []
     cfg = load_config("faces_synthetic", data_settings + quick_settings + (overrides or []))
     faces = construct(FaceSynthConfig, cfg.data.synthetic, "data.synthetic")
-    cfg.data.root = str(generate_faces(synthetic_root(out / "data", faces), faces))
+    root = synthetic_root(out / "data", faces)
+    cfg.data.root = str(generate_faces(root, faces, progress=sys.stderr.isatty()))
     cfg.out_dir = str(out / "runs")
     log.info("data: %s", cfg.data.root)
     data = EmotionDataModule(cfg.data, _views(cfg))
