@@ -916,7 +916,17 @@ def test_predict_names_a_bad_image_or_box_file_and_writes_nothing(
 ) -> None:
     inputs, cause = _predict_inputs(data, damage)
     best = str(trained / "runs/ccim/checkpoints/best.ckpt")
-    argv = ["predict", best, *inputs, "--out", "p.jsonl", "--draw", "drawn", "--no-progress"]
+    argv = [
+        "predict",
+        "--checkpoint",
+        best,
+        *inputs,
+        "--out",
+        "p.jsonl",
+        "--draw",
+        "drawn",
+        "--no-progress",
+    ]
     fails(capsys, argv, cause)
     assert not Path("p.jsonl").exists() and not Path("drawn").exists()
 
@@ -924,7 +934,11 @@ def test_predict_names_a_bad_image_or_box_file_and_writes_nothing(
 def test_predict_names_a_bad_checkpoint(data: Path, capsys: pytest.CaptureFixture) -> None:
     _junk(Path("x.ckpt"))
     image = next(data.rglob("*.png"))
-    fails(capsys, ["predict", "x.ckpt", str(image), "--out", "p.jsonl"], "x.ckpt: not a")
+    fails(
+        capsys,
+        ["predict", "--checkpoint", "x.ckpt", str(image), "--out", "p.jsonl"],
+        "x.ckpt: not a",
+    )
     assert not Path("p.jsonl").exists()
 
 

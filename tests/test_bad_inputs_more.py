@@ -300,9 +300,9 @@ OUTPUTS = {
                    "model.dictionary file.txt/d.safetensors"),
     "bias-report": (lambda root: ["bias-report", "--out", "file.txt/report", f"data.root={root}"],
                     "--out file.txt/report"),
-    "predict-out": (lambda root: ["predict", "missing.ckpt", str(root), "--out",
+    "predict-out": (lambda root: ["predict", "--checkpoint", "missing.ckpt", str(root), "--out",
                                   "file.txt/p.jsonl"], "--out file.txt/p.jsonl"),
-    "predict-draw": (lambda root: ["predict", "missing.ckpt", str(root), "--draw",
+    "predict-draw": (lambda root: ["predict", "--checkpoint", "missing.ckpt", str(root), "--draw",
                                    "file.txt/drawn"], "--draw file.txt/drawn"),
     "demo": (lambda root: ["demo", "--out", "file.txt/demo", "--quick"], "--out file.txt/demo"),
     "synth": (lambda root: ["synth", "--out", "file.txt/set"], "--out file.txt/set"),
@@ -329,7 +329,14 @@ def test_a_read_only_output_folder_stops_the_command_before_it_works(
     monkeypatch.chdir(tmp_path)
     Path("locked").mkdir(mode=0o555)
     try:
-        argv = ["predict", "missing.ckpt", str(small_set), "--out", "locked/p.jsonl"]
+        argv = [
+            "predict",
+            "--checkpoint",
+            "missing.ckpt",
+            str(small_set),
+            "--out",
+            "locked/p.jsonl",
+        ]
         fails(capsys, argv, "--out locked/p.jsonl: cannot write in locked (Permission denied)")
         fails(capsys, _train_argv(small_set, "out_dir=locked"), "cannot write in locked")
     finally:
@@ -553,7 +560,16 @@ def test_predict_follows_no_link_loop_and_skips_its_own_drawings(
     for attempt in range(2):  # the second sees the first's drawings among its inputs
         for pattern in ([], ["photos/**/*.png"]):
             out = Path(f"p{attempt}{len(pattern)}.jsonl")
-            argv = ["predict", str(checkpoint), "photos", *pattern, "--out", str(out), *options]
+            argv = [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                "photos",
+                *pattern,
+                "--out",
+                str(out),
+                *options,
+            ]
             assert main(argv) == 0
             records = out.read_text().splitlines()
             assert len(records) == 3 * (1 + len(pattern)), records
@@ -570,7 +586,16 @@ def test_predict_reads_a_phone_photo_upright_with_boxes_on_the_displayed_picture
     upright = _picture(40, 90)  # portrait, stored landscape as a phone does
     upright.transpose(Image.Transpose.ROTATE_90).save("phone.jpg", exif=_exif(6), quality=95)
     Path("boxes.csv").write_bytes(b"\xef\xbb\xbffile,x1,y1,x2,y2\nphone.jpg,5,50,35,88\n")
-    argv = ["predict", str(checkpoint), "boxes.csv", "--out", "p.csv", "--draw", "drawn"]
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(checkpoint),
+        "boxes.csv",
+        "--out",
+        "p.csv",
+        "--draw",
+        "drawn",
+    ]
     assert main([*argv, "--no-progress"]) == 0, capsys.readouterr().err  # y2 88 > 40 stored
     assert Image.open("drawn/phone.jpg").size == (40, 90)
     assert "phone.jpg,5,50,35,88,given" in Path("p.csv").read_text()
@@ -582,6 +607,19 @@ def test_an_image_too_small_for_the_detector_is_predicted_whole_and_said(
     monkeypatch.chdir(tmp_path)
     _, checkpoint = micro
     _picture(12, 9).save("tiny.png")
-    assert main(["predict", str(checkpoint), "tiny.png", "--out", "p.jsonl", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                "tiny.png",
+                "--out",
+                "p.jsonl",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert '"box_source": "whole-image"' in Path("p.jsonl").read_text()
     assert "smaller than the smallest face the mtcnn detector finds" in caplog.text

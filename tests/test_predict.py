@@ -173,7 +173,10 @@ def test_the_cli_agrees_with_the_api_and_its_outputs_parse_back(
     boxes.write_text(f"file,x1,y1,x2,y2\nin/a.png,{x1},{y1},{x2},{y2}\n{photo},,,,\n")
     inputs = [str(folder), str(boxes)]
     out = tmp_path / "preds.jsonl"
-    assert main(["predict", str(ckpt), *inputs, "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(["predict", "--checkpoint", str(ckpt), *inputs, "--out", str(out), "--no-progress"])
+        == 0
+    )
     assert "4 prediction(s) from 4 image(s)" in capsys.readouterr().out
     api = Predictor(ckpt).predict(*collect_inputs(inputs))
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -183,7 +186,17 @@ def test_the_cli_agrees_with_the_api_and_its_outputs_parse_back(
     assert records[2]["box"] == list(box.as_tuple())
 
     table = tmp_path / "preds.csv"
-    argv = ["predict", str(ckpt), *inputs, "--out", str(table), "--top-k", "2", "--no-progress"]
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(ckpt),
+        *inputs,
+        "--out",
+        str(table),
+        "--top-k",
+        "2",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     with table.open() as f:
         rows = list(csv.DictReader(f))
@@ -197,7 +210,7 @@ def test_the_cli_agrees_with_the_api_and_its_outputs_parse_back(
             assert float(row[f"p_{emotion}"]) == pytest.approx(p, abs=1e-6)
 
     capsys.readouterr()  # without --out: JSON lines on stdout
-    assert main(["predict", str(ckpt), str(a), "--no-progress"]) == 0
+    assert main(["predict", "--checkpoint", str(ckpt), str(a), "--no-progress"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["file"] == str(a)
 
@@ -208,7 +221,16 @@ def test_draw_writes_annotated_copies_of_the_right_size(
     root, ckpt = micro
     (synthetic,) = synthetic_images(root, 1)
     drawn, out = tmp_path / "drawn", tmp_path / "p.jsonl"
-    argv = ["predict", str(ckpt), str(photo), str(synthetic), "--out", str(out), "--no-progress"]
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(ckpt),
+        str(photo),
+        str(synthetic),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main([*argv, "--draw", str(drawn)]) == 0
     sources = [photo.resolve(), synthetic.resolve()]
     base = Path(os.path.commonpath([s.parent for s in sources]))  # kept below it
@@ -235,7 +257,15 @@ def test_a_bad_image_is_one_line_and_skip_bad_goes_on(
     shutil.copy(good, folder / "good.png")
     (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n but not a picture")
     out = tmp_path / "p.jsonl"
-    argv = ["predict", str(ckpt), str(folder), str(tmp_path / "gone.jpg"), "--out", str(out)]
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(ckpt),
+        str(folder),
+        str(tmp_path / "gone.jpg"),
+        "--out",
+        str(out),
+    ]
     assert main([*argv, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("deconfound: error:") and "\n" not in err
@@ -275,7 +305,10 @@ def test_a_malformed_box_file_is_one_line(
     boxes = tmp_path / "boxes.csv"
     boxes.write_text(text)
     out = tmp_path / "p.csv"
-    assert main(["predict", str(ckpt), str(boxes), "--out", str(out), "--no-progress"]) == 2
+    assert (
+        main(["predict", "--checkpoint", str(ckpt), str(boxes), "--out", str(out), "--no-progress"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"deconfound: error: {boxes}: ") and message in err and "\n" not in err
     assert not out.exists()
@@ -304,7 +337,7 @@ def test_other_user_errors_are_one_line(
     Path("empty").mkdir()
     Path("boxes.csv").write_text("file,x1,y1,x2,y2\n")
     shutil.copy(synthetic_images(root, 1)[0], "img.png")
-    assert main(["predict", str(ckpt), *args]) == 2
+    assert main(["predict", "--checkpoint", str(ckpt), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("deconfound: error:") and message in err and "\n" not in err
 
@@ -312,7 +345,10 @@ def test_other_user_errors_are_one_line(
 def test_a_foreign_checkpoint_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     Image.new("RGB", (8, 8)).save(tmp_path / "img.png")
-    assert main(["predict", str(tmp_path / "foreign.ckpt"), str(tmp_path / "img.png")]) == 2
+    assert (
+        main(["predict", "--checkpoint", str(tmp_path / "foreign.ckpt"), str(tmp_path / "img.png")])
+        == 2
+    )
     assert "foreign.ckpt: not a deconfound checkpoint" in capsys.readouterr().err
 
 

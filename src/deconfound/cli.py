@@ -512,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint's views as in training and write the top-k emotions with their "
         "probabilities: JSON lines or CSV by --out's suffix (JSON lines on stdout without it).",
     )
-    r.add_argument("checkpoint", help="a checkpoint written by deconfound train (best.ckpt)")
+    r.add_argument(
+        "--checkpoint", required=True, help="a checkpoint written by deconfound train (best.ckpt)"
+    )
     r.add_argument(
         "images",
         nargs="+",

@@ -111,8 +111,8 @@ def next_steps(results: dict[str, Any], rho: float, seed: int) -> str:
         [
             f"data: {where['data']}",
             "next:",
-            f"  .venv/bin/deconfound predict {runs[best]} {test_anti} --out predictions.jsonl "
-            "--draw drawn/",
+            f"  .venv/bin/deconfound predict --checkpoint {runs[best]} {test_anti} "
+            "--out predictions.jsonl --draw drawn/",
             f"  .venv/bin/deconfound bias-report --dictionary {where['dictionary']['path']} "
             f"--checkpoint {runs['none']} --out report/ data.root={where['data']}",
         ]
