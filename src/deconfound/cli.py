@@ -265,7 +265,7 @@ def _predict(args: argparse.Namespace) -> None:
         detector=None if args.no_detect else "mtcnn",
         top_k=args.top_k,
         sidecar_root=args.sidecars,
-        progress=not args.no_progress,
+        progress=not args.no_progress and sys.stderr.isatty(),
     )
     predictions = predictor.predict(files, boxes, skip_bad=args.skip_bad_images)
     if args.draw:

@@ -146,7 +146,7 @@ class Predictor:
             )
         if module.info.name in SYNTHETIC_SETS:
             log.warning(
-                "%s was trained on the synthetic %s set: it has seen drawn figures only and "
+                "%s was trained on a drawn data set (%s): it has seen drawn figures only and "
                 "cannot read photographs",
                 checkpoint,
                 module.info.name,
