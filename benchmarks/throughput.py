@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from formats import Person, Record, write_emotic_mat
+from mixed_precision import to_channels_last
 
 from deconfound.config import load_config
 from deconfound.data import DiskViews, EmotionDataModule, ViewDataset
@@ -91,10 +92,7 @@ def make_step(model: torch.nn.Module, device: torch.device, variant: str = "fp32
     def step(views: dict[str, torch.Tensor], y: torch.Tensor) -> None:
         views = {k: v.to(device, non_blocking=True) for k, v in views.items()}
         if channels_last:
-            views = {
-                k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                for k, v in views.items()
-            }
+            views = to_channels_last(views)
         y = y.to(device, non_blocking=True)
         autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         with autocast:

@@ -117,6 +117,10 @@ def _range(
 
 
 CACHES = ("disk", "memory", "none")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""The per-channel statistics of ImageNet's [0, 1] pixels: every backbone's default input
+normalisation (``model.input_mean``, ``model.input_std``)."""
 
 
 @dataclass
@@ -186,8 +190,8 @@ class ModelConfig:
     intervention: str = "none"
     intervention_args: dict[str, Any] = field(default_factory=dict)
     dictionary: str | None = None
-    input_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    input_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    input_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    input_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
     def __post_init__(self) -> None:
         for key, values in (("input_mean", self.input_mean), ("input_std", self.input_std)):

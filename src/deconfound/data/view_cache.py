@@ -211,10 +211,7 @@ def _usable(folder: Path, key: str) -> bool:
     if manifest is None or manifest.get("key") != key or not manifest.get("complete"):
         return False
     size = manifest["n"] * manifest["record_bytes"]
-    try:
-        ok = (folder / "views.bin").stat().st_size == size
-    except OSError:
-        ok = False
+    ok = _size(folder / "views.bin") == size
     if not ok:
         log.warning("view cache %s is damaged (views.bin not %d bytes): rebuilding", folder, size)
     return ok

@@ -18,12 +18,10 @@ import torch
 import torchvision
 from torch import nn
 
+from deconfound.config import IMAGENET_MEAN, IMAGENET_STD
 from deconfound.errors import DeconfoundError
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Backbone(nn.Module):
