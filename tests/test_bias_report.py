@@ -10,6 +10,8 @@ import json
 import re
 import shutil
 from dataclasses import replace
+from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +30,13 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import deconfound
 from deconfound.causal import ConfounderDictionary
 from deconfound.cli import main
 from deconfound.config import Config, DictionaryConfig, load_config
 from deconfound.data import READERS, DatasetInfo, Sample
 from deconfound.data.synthetic import SyntheticReader
+from deconfound.diagnostics import bias as bias_module
 from deconfound.diagnostics import report as report_module
 from deconfound.diagnostics.report import bias_report
 from deconfound.engine import EmotionModule
@@ -150,7 +154,7 @@ def test_probe_and_chance_rates_match_sklearn(made: dict, tiny_root: Path, tmp_p
 
 
 def test_model_scores_every_split_and_its_confusions_agree(made: dict, tiny_root: Path) -> None:
-    model = made["numbers"]["model"]
+    model = made["numbers"]["models"][0]
     assert model["checkpoint"] == str(made["ckpt"]) and list(model["splits"]) == SPLITS
     for split in SPLITS:
         y, _ = _truth(tiny_root, split)
@@ -178,10 +182,60 @@ def test_page_is_self_contained_with_every_section_and_json_parses(made: dict) -
         assert f'<section id="{section}">' in html
     for heading in ("Emotions per context cluster", "What the context alone predicts"):
         assert heading in html
-    assert numbers["format"] == "deconfound-bias-report/1"
+    assert numbers["format"] == "deconfound-bias-report/2"
     assert numbers["dataset"]["splits"] == {"train": 420, "val": 70, "test_iid": 140,
                                             "test_balanced": 70, "test_anti": 70}  # fmt: skip
     assert not list(out.glob(".*.tmp"))
+
+
+def test_intervals_bracket_each_figure_and_match_a_bootstrap_by_hand(made: dict, tiny_root: Path):
+    numbers = made["numbers"]
+    assert numbers["interval"]["level"] == 0.95 and numbers["interval"]["resamples"]["mAP"] > 0
+    clusters, assignments = numbers["clusters"], made["built"].assignments
+    y, _ = _truth(tiny_root, "train")
+    rng = np.random.default_rng(1)  # other draws than the report's: agreement within noise
+    draws = [rng.integers(0, len(y), len(y)) for _ in range(1000)]
+    boot = [normalized_mutual_info_score(y[i], assignments[i]) for i in draws]
+    by_hand = 2 * clusters["nmi"] - np.percentile(boot, [97.5, 2.5])  # the basic interval
+    assert clusters["nmi_interval"] == pytest.approx(by_hand, abs=0.015)
+    for key in ("nmi", "cramers_v"):
+        low, high = clusters[f"{key}_interval"]
+        assert low < clusters[key] < high
+    probe, model = numbers["probe"]["splits"], numbers["models"][0]
+    assert probe["train"]["interval"] is None  # the split the probe was fitted on
+    for split in SPLITS:
+        for value, (low, high) in [
+            (probe[split]["accuracy"], probe[split]["interval"]),
+            (model["splits"][split]["accuracy"], model["intervals"][split]),
+        ]:
+            n = len(_truth(tiny_root, split)[0])
+            spread = 2 * 1.96 * np.sqrt(max(value * (1 - value), 1 / n) / n)  # binomial's
+            assert low <= value <= high and 0.6 * spread < high - low < 1.4 * spread
+
+
+def test_score_interval_of_an_accuracy_is_the_binomial_one() -> None:
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 2000)
+    right = rng.random(2000) < 0.7
+    scores = np.eye(3)[np.where(right, truth, (truth + 1) % 3)]
+    low, high = bias_module.score_interval(scores, truth, "accuracy")
+    wilson = binomtest(int(right.sum()), 2000).proportion_ci(0.95, method="wilson")
+    assert (low, high) == pytest.approx((wilson.low, wilson.high), abs=0.004)
+    assert bias_module.score_interval(scores[:1], truth[:1], "accuracy") is None
+
+
+def test_provenance_names_the_command_config_versions_and_date(made: dict) -> None:
+    made_by = made["numbers"]["provenance"]
+    assert made_by["command"].startswith("deconfound bias-report --config emotnet_synthetic --out")
+    assert f"--checkpoint {made['ckpt']}" in made_by["command"]
+    assert made_by["config"] == json.loads(json.dumps(made["cfg"].to_dict()))
+    assert made_by["deconfound"] == deconfound.__version__ and made_by["torch"] == torch.__version__
+    created = datetime.fromisoformat(made_by["created"])
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 3600
+    html = (made["out"] / "report.html").read_text()
+    assert escape(made_by["command"]) in html and "The resolved config</summary>" in html
 
 
 def test_command_without_dictionary_or_checkpoint(
@@ -194,7 +248,7 @@ def test_command_without_dictionary_or_checkpoint(
     assert f"context clusters: {CLUSTERS} (kmeans)" in printed
     assert "context-only probe accuracy: train" in printed and "model accuracy" not in printed
     numbers = json.loads((out / "report.json").read_text())
-    assert numbers["model"] is None and numbers["clusters"]["dictionary"] is None
+    assert numbers["models"] == [] and numbers["clusters"]["dictionary"] is None
     # K-means as the build makes it: the same clusters as the dictionary's
     assert numbers["clusters"]["counts"] == made["built"].cluster_counts.tolist()
     assert sorted(p.name for p in out.glob("*.png")) == ["clusters.png", "probe.png"]
@@ -221,7 +275,7 @@ def test_multilabel_report_scores_map_against_prevalence(
     overrides = [*_overrides(tiny_root, tmp_path), "data.dataset=multi", "data.test_splits=[]"]
     cfg = load_config("emotnet_synthetic", overrides)
     ckpt = _checkpoint(cfg.to_dict(), tmp_path / "multi.ckpt")
-    report = bias_report(cfg, out_dir=tmp_path / "out", checkpoint=ckpt, progress=False)
+    report = bias_report(cfg, out_dir=tmp_path / "out", checkpoints=[ckpt], progress=False)
     x, y = report.features, report.labels
     probe = make_pipeline(
         StandardScaler(), OneVsRestClassifier(LogisticRegression(C=1.0, max_iter=2000))
@@ -233,16 +287,18 @@ def test_multilabel_report_scores_map_against_prevalence(
     ap = [average_precision_score(y["val"][:, c], scores[:, c]) for c in range(4)]
     assert got["mAP"] == pytest.approx(np.mean(ap))
     assert got["prevalence"] == pytest.approx(y["val"].mean())  # 2 of 4 labels each
+    low, high = got["interval"]
+    assert low < got["mAP"] < high
     clusters = report.numbers["clusters"]
     assert set(clusters["per_class"]) == {"a", "b", "c", "d"}
     nmi = normalized_mutual_info_score(y["train"][:, 0], report.assignments)
     assert clusters["per_class"]["a"]["nmi"] == pytest.approx(nmi)
-    model = report.numbers["model"]
+    model = report.numbers["models"][0]
     per_class = model["class_ap"]["val"]  # scikit-learn's, on the model's own scores
     mean_ap = np.mean([v["ap"] for v in per_class.values()])
     assert model["splits"]["val"]["mAP"] == pytest.approx(mean_ap, abs=1e-5)  # evaluate's
     # scenes recorded, but no known preferred emotion of a multi-label set; no CCIM
-    assert model["scene_errors"] is None and report.numbers["intervention"] is None
+    assert model["scene_errors"] is None and model["ccim"] is None
     assert set(report.figures) == {"clusters", "probe", "splits", "class-ap-val"}
     assert 'alt="average precision per emotion on val"' in report.html.read_text()
 

@@ -248,3 +248,23 @@ def test_version_and_the_resolved_config(
     printed = capsys.readouterr().out
     assert "intervention: paste" in printed and "monitor: reweighted" in printed
     assert not list(tmp_path.iterdir())  # printed, nothing run or written
+
+
+def test_progress_bars_only_on_a_terminal_and_not_after_no_progress(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import deconfound.data.synthetic as synthetic
+    from deconfound.progress import show_progress
+
+    drawn: list[bool] = []
+    real = synthetic.generate
+    monkeypatch.setattr(
+        synthetic, "generate", lambda out, cfg, progress: drawn.append(progress) or real(out, cfg)
+    )
+    sizes = [f"--size={split}=7" for split in ("train", "val", "test_iid", "test_balanced")]
+    argv = ["synth", *sizes, "--size=test_anti=7", "--size=scenes=7", "--image-size=32"]
+    for terminal, extra in [(False, []), (True, []), (True, ["--no-progress"])]:
+        monkeypatch.setattr(sys.stderr, "isatty", lambda t=terminal: t)
+        assert main([*argv, "--out", str(tmp_path / f"{terminal}{extra}"), *extra]) == 0
+    assert drawn == [False, True, False]
+    assert show_progress()  # --no-progress held for its own command only

@@ -69,14 +69,16 @@ def reports(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
         mp.setattr(report_module, "_load_model", counting)
         with_ccim = bias_report(
-            cfg, out_dir=out / "ccim", dictionary=built.path, checkpoint=ccim, **kw
+            cfg, out_dir=out / "ccim", dictionary=built.path, checkpoints=[ccim], **kw
         )
     return {
         "ccim": with_ccim,
         "ccim_ckpt": ccim,
         "seen": sum(seen),
-        "none": bias_report(cfg, out_dir=out / "none", checkpoint=none, **kw),
+        "none": bias_report(cfg, out_dir=out / "none", checkpoints=[none], **kw),
         "none_ckpt": none,
+        "cfg": cfg,
+        "dictionary": built.path,
     }
 
 
@@ -120,7 +122,7 @@ def _head_by_hand(ccim: torch.nn.Module, head: torch.nn.Linear, x: torch.Tensor)
 
 def test_ccim_numbers_match_a_direct_computation(reports: dict) -> None:
     report: BiasReport = reports["ccim"]
-    numbers = report.numbers["intervention"]
+    numbers = report.numbers["models"][0]["ccim"]
     module = load_module(reports["ccim_ckpt"])
     ccim, head = module.model.intervention, module.model.head
     n = ccim.confounders.shape[0]
@@ -155,7 +157,7 @@ def test_ccim_numbers_match_a_direct_computation(reports: dict) -> None:
         frozen_accuracy = (frozen.argmax(-1) == p["y"]).double().mean().item()
         assert got["metric_as_is"] == pytest.approx(accuracy)
         assert got["metric_as_is"] == pytest.approx(
-            report.numbers["model"]["splits"][split]["accuracy"], abs=1e-6
+            report.numbers["models"][0]["splits"][split]["accuracy"], abs=1e-6
         )  # engine.evaluate's
         assert got["metric_g_frozen"] == pytest.approx(frozen_accuracy)
         assert got["metric_difference"] == pytest.approx(frozen_accuracy - accuracy)
@@ -187,7 +189,7 @@ def _scene_errors_by_hand(ckpt: Path, split: str) -> tuple[int, int, float]:
 def test_errors_toward_the_scenes_emotion_match_a_direct_computation(
     reports: dict, kind: str
 ) -> None:
-    e = reports[kind].numbers["model"]["scene_errors"]
+    e = reports[kind].numbers["models"][0]["scene_errors"]
     assert e["dataset"] == "synthetic" and list(e["splits"]) == SPLITS
     for split in SPLITS:
         errors, toward, uniform = _scene_errors_by_hand(reports[f"{kind}_ckpt"], split)
@@ -205,13 +207,13 @@ def test_the_ccim_section_is_absent_without_intervention_and_json_parses(reports
         report: BiasReport = reports[kind]
         saved = json.loads(report.json.read_text())
         html = report.html.read_text()
-        assert saved["model"]["scene_errors"] == report.numbers["model"]["scene_errors"]
-        assert "<h3>Errors toward the scene's emotion</h3>" in html
+        assert saved["models"][0]["scene_errors"] == report.numbers["models"][0]["scene_errors"]
+        assert "<h4>Errors toward the scene's emotion</h4>" in html
         if kind == "none":
-            assert saved["intervention"] is None
+            assert saved["models"][0]["ccim"] is None
             assert '<section id="intervention">' not in html and 'href="#intervention"' not in html
         else:
-            assert saved["intervention"]["splits"].keys() == set(SPLITS)
+            assert saved["models"][0]["ccim"]["splits"].keys() == set(SPLITS)
             assert '<section id="intervention">' in html and 'href="#intervention"' in html
             assert "What the intervention does, measured" in html
 
@@ -239,3 +241,31 @@ def test_own_cluster_agreement_is_noted_or_left_out_when_the_dictionaries_differ
     got = ccim_numbers(ccim, {"val": p}, wide, info, "train", same_dictionary=False)
     assert got["splits"]["val"]["argmax_is_own_cluster"] is None
     assert "7-d but this model's dictionary is 4-d" in got["notes"][0]
+
+
+def test_two_checkpoints_side_by_side_each_as_its_own_report(reports: dict, tmp_path: Path):
+    ccim_alone, none_alone = reports["ccim"], reports["none"]
+    both = bias_report(
+        reports["cfg"],
+        out_dir=tmp_path / "both",
+        dictionary=reports["dictionary"],
+        checkpoints=[reports["none_ckpt"], reports["ccim_ckpt"]],
+        progress=False,
+    )
+    models = both.numbers["models"]
+    folder = Path(reports["ccim_ckpt"]).parent.name
+    assert [m["label"] for m in models] == [f"{folder}/n", f"{folder}/ccim"]
+    for model, alone in zip(models, [none_alone, ccim_alone], strict=True):
+        single = alone.numbers["models"][0]
+        for key in ("splits", "intervals", "confusion", "scene_errors"):
+            assert model[key] == single[key], key
+    assert models[0]["ccim"] is None
+    assert models[1]["ccim"] == ccim_alone.numbers["models"][0]["ccim"]
+    # a figure of each model on each split, numbered; one table and one bar chart for both
+    assert set(both.figures) == {"clusters", "probe", "splits"} | {
+        f"confusion-{s}-{k}" for s in SPLITS for k in (1, 2)
+    }
+    html = both.html.read_text()
+    assert "3. The models, side by side" in html
+    assert html.count(f"<h3><code>{folder}/ccim</code></h3>") == 2  # sections 3 and 4
+    assert html.count(f"<h3><code>{folder}/n</code></h3>") == 1  # no CCIM: section 3 only

@@ -11,6 +11,7 @@ import argparse
 import functools
 import json
 import logging
+import shlex
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from deconfound.errors import DeconfoundError, Stopped, one_line
 from deconfound.io import check_writable
+from deconfound.progress import allow_progress, show_progress
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -36,7 +38,7 @@ def _synth(args: argparse.Namespace) -> None:
         sizes[split] = int(n)
     cfg = SynthConfig(rho=args.rho, seed=args.seed, image_size=args.image_size, sizes=sizes)
     check_writable(args.out, "--out")
-    root = generate(args.out, cfg, progress=sys.stderr.isatty())
+    root = generate(args.out, cfg, progress=show_progress())
     meta = json.loads((root / "meta.json").read_text())
     print(f"synthetic set in {root}; measured rho per split: {meta['measured_rho']}")
 
@@ -83,7 +85,7 @@ def _dictionary_build(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     if cfg.model.dictionary:
         check_writable(cfg.model.dictionary, "model.dictionary")
-    result = build_dictionary(cfg)
+    result = build_dictionary(cfg, progress=show_progress(cfg.trainer.progress_bar))
     if not _first_process():  # the others of a distributed run stay quiet
         return
     d = result.dictionary
@@ -110,18 +112,20 @@ def _bias_report(args: argparse.Namespace) -> None:
         cfg,
         out_dir=args.out,
         dictionary=args.dictionary,
-        checkpoint=args.checkpoint,
-        progress=cfg.trainer.progress_bar,
+        checkpoints=args.checkpoint or [],
+        progress=show_progress(cfg.trainer.progress_bar),
+        command=shlex.join(["deconfound", *args.argv]),
     )
     n = report.numbers
-    c, probe, model = n["clusters"], n["probe"], n["model"]
+    c, probe = n["clusters"], n["probe"]
     metric = probe["metric"]
     print(
         f"context clusters: {c['num_clusters']} ({c['source']}); NMI(cluster, emotion) "
         f"{c['nmi']:.3f}, Cramér's V {c['cramers_v']:.3f}"
     )
     chance = "majority" if metric == "accuracy" else "prevalence"
-    rows = {"context-only probe": probe["splits"], "model": model["splits"] if model else {}}
+    rows = {"context-only probe": probe["splits"]}
+    rows |= {f"model {m['label']}": m["splits"] for m in n["models"]}
     for name, scores in rows.items():
         cells = [
             f"{s} {v[metric]:.3f}" + (f" (chance {v[chance]:.3f})" if chance in v else "")
@@ -265,7 +269,7 @@ def _predict(args: argparse.Namespace) -> None:
         detector=None if args.no_detect else "mtcnn",
         top_k=args.top_k,
         sidecar_root=args.sidecars,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=show_progress(),
     )
     predictions = predictor.predict(files, boxes, skip_bad=args.skip_bad_images)
     if args.draw:
@@ -308,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         "help": "config overrides, e.g. trainer.max_epochs=3 data.batch_size=32",
     }
     skip_bad = "leave out (and count) bad samples instead of stopping (data.skip_bad=true)"
+    no_progress = (
+        "no progress bars (they are drawn only where stderr is a terminal; in a config: "
+        "trainer.progress_bar=false)"
+    )
 
     s = sub.add_parser("synth", help="write the synthetic confounded benchmark to disk")
     s.add_argument("--out", required=True, help="output directory")
@@ -323,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPLIT=N",
         help="number of images of a split (repeatable)",
     )
+    s.add_argument("--no-progress", action="store_true", help=no_progress)
     s.set_defaults(func=_synth)
 
     t = sub.add_parser("train", help="train a model from a YAML config")
@@ -333,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the resolved config (the file with the overrides applied) and stop",
     )
+    t.add_argument("--no-progress", action="store_true", help=no_progress)
     t.add_argument("overrides", **overrides)
     t.set_defaults(func=_train)
 
@@ -359,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--config", required=True, help="YAML path or bundled config name")
     b.add_argument("--skip-bad", action="store_true", help=skip_bad)
+    b.add_argument("--no-progress", action="store_true", help=no_progress)
     b.add_argument("overrides", **overrides)
     b.set_defaults(func=_dictionary_build)
 
@@ -381,9 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo's synthetic confounded set)",
     )
     br.add_argument("--dictionary", help="a confounder dictionary (.safetensors) to cluster by")
-    br.add_argument("--checkpoint", help="a trained model's checkpoint to score on those splits")
+    br.add_argument(
+        "--checkpoint",
+        action="append",
+        help="a trained model's checkpoint to score on those splits; repeat it to compare "
+        "several models side by side",
+    )
     br.add_argument("--out", required=True, help="output folder")
     br.add_argument("--skip-bad", action="store_true", help=skip_bad)
+    br.add_argument("--no-progress", action="store_true", help=no_progress)
     br.add_argument("overrides", **overrides)
     br.set_defaults(func=_bias_report)
 
@@ -456,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--quick", action="store_true", help="a smaller set and fewer epochs (for checks)"
     )
+    d.add_argument("--no-progress", action="store_true", help=no_progress)
     d.add_argument("overrides", **overrides)
     d.set_defaults(func=_demo)
 
@@ -486,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--seeds", type=int, default=3, help="training seeds per method (3)")
     bm.add_argument("--no-reference", action="store_true", help="skip the unconfounded reference")
     bm.add_argument("--quick", action="store_true", help="a smaller set and fewer epochs")
+    bm.add_argument("--no-progress", action="store_true", help=no_progress)
     bm.add_argument("overrides", **overrides)
     bm.set_defaults(func=_benchmark)
 
@@ -542,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip unreadable images and bad boxes (one warning each) instead of stopping",
     )
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-progress", action="store_true", help=no_progress)
     r.set_defaults(func=_predict)
     return p
 
@@ -584,6 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for what records its command
     # KEY=VALUE overrides may also follow options given after the first override
     overrides = [a for a in extra if "=" in a and not a.startswith("-")]
     if extra and (len(overrides) < len(extra) or not hasattr(args, "overrides")):
@@ -593,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_lightning()
     if getattr(args, "skip_bad", False):
         args.overrides.append("data.skip_bad=true")
+    bars = allow_progress(False) if getattr(args, "no_progress", False) else None
     restore = _stop_on_sigterm()
     try:
         status = args.func(args)
@@ -613,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         restore()
+        if bars is not None:
+            allow_progress(bars)
     return status or 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +35,7 @@ from deconfound.data.synthetic_faces.reader import SyntheticFacesReader
 from deconfound.data.view_cache import DiskViews, MemoryViews, ViewStore
 from deconfound.data.views import Fill, make_views
 from deconfound.errors import ConfigError
+from deconfound.progress import show_progress
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 """``(views, target, stratum)``: views by name, the training target, and each sample's
@@ -92,7 +92,7 @@ def open_reader(cfg: DataConfig) -> Reader:
     if cfg.dataset in GENERATORS and (cfg.synthetic or not Path(cfg.root, "meta.json").exists()):
         settings, generator = GENERATORS[cfg.dataset]
         synth = construct(settings, cfg.synthetic, "data.synthetic")
-        generator(cfg.root, synth, progress=sys.stderr.isatty())
+        generator(cfg.root, synth, progress=show_progress())
     args = {"root": cfg.root, "skip_bad": cfg.skip_bad, **cfg.args}
     return construct(READERS[cfg.dataset], args, f"data.args of the {cfg.dataset} reader")
 
@@ -311,7 +311,7 @@ class EmotionDataModule(L.LightningDataModule):
             self.sizes,
             self.cfg.mask_fill,  # type: ignore[arg-type]
             root,
-            progress=sys.stderr.isatty(),
+            progress=show_progress(),
         )
 
     def set_strata(self, strata: dict[str, np.ndarray], num_strata: int) -> None:

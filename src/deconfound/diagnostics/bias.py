@@ -5,6 +5,7 @@ pass). ``diagnostics.report`` feeds them from a data set."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,73 @@ from deconfound.data.sample import DatasetInfo
 
 PROBE = {"C": 1.0, "max_iter": 2000}
 """The context-only probe: standardised features, then ``LogisticRegression(**PROBE)``."""
+INTERVAL = {
+    "method": "bootstrap over samples: percentile for the metrics, basic for NMI and V",
+    "level": 0.95,
+    "seed": 0,
+}
+"""The intervals. Resampling with replacement repeats samples, which inflates a plug-in
+dependence (a resample's NMI and Cramér's V lie above the sample's): the basic (reflected)
+interval corrects that shift, which the percentile interval would carry over."""
+RESAMPLES = {"accuracy": 1000, "dependence": 1000, "mAP": 200}
+"""Resamples of each interval's bootstrap: fewer for mAP, whose every resample recomputes
+one average precision per class."""
+
+
+def interval(
+    statistic: Callable[[np.ndarray], Any], n: int, resamples: int, method: str = "percentile"
+) -> list[Any] | None:
+    """The ``INTERVAL`` of ``statistic(indices)`` (a statistic of the samples at ``indices``,
+    drawn with replacement from ``range(n)``): SciPy's bootstrap (``method``: percentile or
+    basic), seeded; [low, high], or one such pair per value where ``statistic`` returns an
+    array; None for fewer than 2 samples."""
+    from scipy.stats import bootstrap
+
+    if n < 2:
+        return None
+    result = bootstrap(
+        (np.arange(n),),
+        statistic,
+        vectorized=False,
+        n_resamples=resamples,
+        confidence_level=INTERVAL["level"],
+        method=method,
+        rng=np.random.default_rng(INTERVAL["seed"]),
+    )
+    low, high = result.confidence_interval
+    if np.ndim(low):
+        return [[float(a), float(b)] for a, b in zip(low, high, strict=True)]
+    return [float(low), float(high)]
+
+
+def score(scores: np.ndarray, targets: np.ndarray, metric: str) -> float | None:
+    """``metric`` of ``scores`` (N, C) against ``targets``: ``accuracy`` of the argmax against
+    class indices (N,), or ``mAP``, scikit-learn's average precision averaged over the classes
+    present in ``targets`` (multi-hot (N, C), or class indices one-vs-rest); None when no
+    class is present."""
+    from sklearn.metrics import average_precision_score
+
+    if metric == "accuracy":
+        return float((scores.argmax(axis=1) == targets).mean())
+    if targets.ndim == 1:
+        targets = np.eye(scores.shape[1], dtype=np.int64)[targets]
+    present = np.flatnonzero(targets.any(axis=0))
+    if not len(present):
+        return None
+    return float(np.mean([average_precision_score(targets[:, c], scores[:, c]) for c in present]))
+
+
+def score_interval(scores: np.ndarray, targets: np.ndarray, metric: str) -> list[float] | None:
+    """The ``INTERVAL`` of :func:`score` over the samples."""
+    if metric == "accuracy":  # the mean of a 0/1 vector: resampled in one go
+        correct = (scores.argmax(axis=1) == targets).astype(np.float64)
+        return interval(lambda i: float(correct[i].mean()), len(correct), RESAMPLES[metric])
+
+    def resampled(i: np.ndarray) -> float:
+        value = score(scores[i], targets[i], metric)
+        return np.nan if value is None else value
+
+    return interval(resampled, len(targets), RESAMPLES[metric])
 
 
 def cluster_stats(
@@ -26,15 +94,15 @@ def cluster_stats(
     emotion depend on each other: normalised and adjusted mutual information (``nmi``,
     ``ami``), Cramér's V and the χ² test of independence, and ``purity`` (the share of samples
     of their cluster's most frequent class). Multi-label: NMI and Cramér's V per class (cluster
-    vs. the class's presence) and their means. With ``contexts`` (the data set's hidden
-    context per sample), also their agreement with the clusters (``ari_vs_context``) and, for
-    multi-class data, their own NMI with the emotion (``nmi_context_emotion``)."""
+    vs. the class's presence) and their means. ``nmi_interval`` and ``cramers_v_interval``:
+    their ``INTERVAL`` over the samples. With ``contexts`` (the data set's hidden context per
+    sample), also their agreement with the clusters (``ari_vs_context``) and, for multi-class
+    data, their own NMI with the emotion (``nmi_context_emotion``)."""
     from sklearn.metrics import adjusted_mutual_info_score as ami
     from sklearn.metrics import adjusted_rand_score
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    counts = np.zeros((num_clusters, labels.shape[1]), dtype=np.int64)
-    np.add.at(counts, assignments, labels)
+    counts = _counts(assignments, labels, num_clusters)
     sizes = np.bincount(assignments, minlength=num_clusters)
     out: dict[str, Any] = {
         "num_clusters": num_clusters,
@@ -44,23 +112,71 @@ def cluster_stats(
     }
     if info.task == "multiclass":
         y = labels.argmax(axis=1)
-        out |= {"nmi": float(nmi(y, assignments)), "ami": float(ami(y, assignments))}
+        out |= {"nmi": _nmi(counts), "ami": float(ami(y, assignments))}
         out |= _chi2(counts)
         out["purity"] = float(counts.max(axis=1).sum() / len(y))
     else:
-        per_class = {}
-        for c, name in enumerate(info.classes):
-            if 0 < labels[:, c].sum() < len(labels):
-                table = np.stack([sizes - counts[:, c], counts[:, c]], axis=1)
-                per_class[name] = {"nmi": float(nmi(labels[:, c], assignments)), **_chi2(table)}
-        out["per_class"] = per_class
+        usable = np.flatnonzero((labels.sum(axis=0) > 0) & (labels.sum(axis=0) < len(labels)))
+        out["per_class"] = {
+            info.classes[c]: {"nmi": _nmi(table), **_chi2(table)}
+            for c, table in zip(usable, _presence_tables(counts, sizes, usable), strict=True)
+        }
         for key in ("nmi", "cramers_v"):
-            out[key] = float(np.mean([v[key] for v in per_class.values()]))
+            out[key] = float(np.mean([v[key] for v in out["per_class"].values()]))
+    out |= _dependence_intervals(assignments, labels, num_clusters, info.task)
     if contexts is not None:
         out["ari_vs_context"] = float(adjusted_rand_score(contexts, assignments))
         if info.task == "multiclass":
             out["nmi_context_emotion"] = float(nmi(labels.argmax(axis=1), contexts))
     return out
+
+
+def _counts(assignments: np.ndarray, labels: np.ndarray, num_clusters: int) -> np.ndarray:
+    """Clusters × classes counts of multi-hot ``labels``."""
+    counts = np.zeros((num_clusters, labels.shape[1]), dtype=np.int64)
+    np.add.at(counts, assignments, labels)
+    return counts
+
+
+def _presence_tables(counts: np.ndarray, sizes: np.ndarray, classes: np.ndarray) -> list:
+    """Per class of ``classes``: the clusters × (absent, present) table."""
+    return [np.stack([sizes - counts[:, c], counts[:, c]], axis=1) for c in classes]
+
+
+def _nmi(table: np.ndarray) -> float:
+    """Normalised mutual information of a contingency table (scikit-learn's arithmetic-mean
+    normalisation, as ``normalized_mutual_info_score``)."""
+    from scipy.stats import entropy
+    from sklearn.metrics import mutual_info_score
+
+    rows, cols = entropy(table.sum(axis=1)), entropy(table.sum(axis=0))
+    if rows == 0 or cols == 0:
+        return 1.0 if rows == cols else 0.0
+    return float(mutual_info_score(None, None, contingency=table) / ((rows + cols) / 2))
+
+
+def _dependence_intervals(
+    assignments: np.ndarray, labels: np.ndarray, num_clusters: int, task: str
+) -> dict[str, list[float] | None]:
+    """The ``INTERVAL`` of NMI and of Cramér's V (multi-label: of their means over the
+    classes present and absent in the sample)."""
+
+    def tables(i: np.ndarray) -> list[np.ndarray]:
+        counts = _counts(assignments[i], labels[i], num_clusters)
+        if task == "multiclass":
+            return [counts]
+        sizes = np.bincount(assignments[i], minlength=num_clusters)
+        present = labels[i].sum(axis=0)
+        return _presence_tables(counts, sizes, np.flatnonzero((present > 0) & (present < len(i))))
+
+    def statistic(i: np.ndarray) -> np.ndarray:
+        found = [(_nmi(t), _chi2(t)["cramers_v"]) for t in tables(i)]
+        return np.mean(found, axis=0) if found else np.full(2, np.nan)
+
+    pairs = interval(statistic, len(assignments), RESAMPLES["dependence"], method="basic")
+    if pairs is None:
+        return {"nmi_interval": None, "cramers_v_interval": None}
+    return {"nmi_interval": pairs[0], "cramers_v_interval": pairs[1]}
 
 
 def _chi2(table: np.ndarray) -> dict[str, float]:
@@ -107,9 +223,12 @@ def context_probe(
             out["majority_class"] = info.classes[majority]
             for split, xs in features.items():
                 truth = labels[split].argmax(axis=1)
+                scores = np.zeros((len(xs), info.num_classes))
+                scores[:, probe.classes_] = probe.predict_proba(xs)  # classes seen in training
                 out["splits"][split] = {
                     "n": len(truth),
-                    "accuracy": float((probe.predict(xs) == truth).mean()),
+                    "accuracy": score(scores, truth, "accuracy"),
+                    "interval": _held_out(split, train_split, scores, truth, "accuracy"),
                     "majority": float((truth == majority).mean()),
                     "uniform": 1 / info.num_classes,
                 }
@@ -118,23 +237,26 @@ def context_probe(
         probe = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(**PROBE)))
         probe.fit(x, y[:, usable])
         for split, xs in features.items():
-            scores = probe.predict_proba(xs)
-            out["splits"][split] = _multilabel_probe(scores, labels[split], usable)
+            scores, truth = probe.predict_proba(xs), labels[split][:, usable]
+            present = truth.any(axis=0)
+            out["splits"][split] = {
+                "n": len(truth),
+                "mAP": score(scores, truth, "mAP"),
+                "interval": _held_out(split, train_split, scores, truth, "mAP"),
+                "prevalence": float(truth[:, present].mean()) if present.any() else None,
+                "classes": int(present.sum()),
+            }
     return out
 
 
-def _multilabel_probe(scores: np.ndarray, truth: np.ndarray, usable: np.ndarray) -> dict:
-    from sklearn.metrics import average_precision_score
-
-    present = [i for i, c in enumerate(usable) if truth[:, c].any()]
-    aps = [average_precision_score(truth[:, usable[i]], scores[:, i]) for i in present]
-    prevalence = [truth[:, usable[i]].mean() for i in present]
-    return {
-        "n": len(truth),
-        "mAP": float(np.mean(aps)) if aps else None,
-        "prevalence": float(np.mean(prevalence)) if aps else None,
-        "classes": len(present),
-    }
+def _held_out(
+    split: str, train_split: str, scores: np.ndarray, truth: np.ndarray, metric: str
+) -> list[float] | None:
+    """The probe's interval on a held-out split (None on the one it was fitted on, and where
+    no class is present)."""
+    if split == train_split or score(scores, truth, metric) is None:
+        return None
+    return score_interval(scores, truth, metric)
 
 
 def confusion(scores: np.ndarray, targets: np.ndarray, num_classes: int) -> np.ndarray:

@@ -5,6 +5,7 @@ precision per class."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,6 +16,7 @@ import numpy as np
 from deconfound.io import atomic_write
 
 Results = dict[str, dict[str, dict[str, float]]]  # method -> split -> metric -> value
+Intervals = dict[str, dict[str, list[float] | None]]  # method -> split -> [low, high]
 
 
 def plot_split_metrics(
@@ -23,24 +25,33 @@ def plot_split_metrics(
     path: str | Path,
     *,
     std: Results | None = None,
+    interval: Intervals | None = None,
     chance: float | None = None,
     title: str = "",
     legend_outside: bool = False,
 ) -> Path:
     """Save a grouped bar chart of ``metric`` per split (x) and method (bars) as a PNG, with
-    ``std`` as error bars when given, and the legend right of the axes with
-    ``legend_outside`` (else inside, lower left)."""
+    ``std`` (symmetric) or ``interval`` (a method's [low, high] per split, where it has one)
+    as error bars when given, and the legend right of the axes with ``legend_outside`` (else
+    inside, lower left)."""
     methods = list(results)
     splits = list(next(iter(results.values())))
     width = 0.8 / len(methods)
     legend_width = 1.7 if legend_outside else 0.0
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(splits) + legend_width, 3.6), dpi=120)
+    group = max(1.6, 0.42 * len(methods))  # inches per split: room for each bar's label
+    fig, ax = plt.subplots(figsize=(1.8 + group * len(splits) + legend_width, 3.6), dpi=120)
     for i, method in enumerate(methods):
         xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(splits))]
         ys = [results[method][s][metric] for s in splits]
-        err = [std[method][s][metric] for s in splits] if std else None
+        err: Any = [std[method][s][metric] for s in splits] if std else None
+        if interval is not None:
+            bounds = [
+                interval.get(method, {}).get(s) or (y, y) for s, y in zip(splits, ys, strict=True)
+            ]
+            pairs = [[y - lo, hi - y] for y, (lo, hi) in zip(ys, bounds, strict=True)]
+            err = np.clip(np.array(pairs).T, 0, None)  # a point outside its interval: none
         bars = ax.bar(xs, ys, width, yerr=err, capsize=3, label=method)
-        ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8 if len(methods) < 5 else 7, padding=2)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(range(len(splits)), splits)

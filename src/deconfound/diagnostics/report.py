@@ -12,23 +12,31 @@ Three measurements, written to one folder as PNG figures, a self-contained HTML 
 2. **a context-only probe**: logistic regression from those embeddings to the emotion, fitted on
    the training split and scored on it and on the validation and test splits
    (``data.test_splits``), against chance;
-3. **a model** (with a checkpoint): its metrics on those splits (``engine.evaluate``), its
-   confusion matrices (multi-class) or per-class average precision (multi-label), and where the
-   data set records each sample's scene and the emotion it favours (the synthetic set), the
-   share of its errors that answer that emotion;
-4. **what its intervention does** (a CCIM checkpoint): the entropy of its attention λ over the
-   prototypes, how often λ's argmax is the sample's own context cluster, the share of the
+3. **models** (one per checkpoint, side by side): their metrics on those splits
+   (``engine.evaluate``), their confusion matrices (multi-class) or per-class average
+   precision (multi-label), and where the data set records each sample's scene and the emotion
+   it favours (the synthetic set), the share of their errors that answer that emotion;
+4. **what an intervention does** (per CCIM checkpoint): the entropy of its attention λ over
+   the prototypes, how often λ's argmax is the sample's own context cluster, the share of the
    expected confounder g in the fused feature, and the metric with g frozen at its training
    mean (``diagnostics.intervention``).
+
+Each headline figure (NMI, Cramér's V, the probe's and the models' metric per held-out split)
+comes with its 95 % percentile-bootstrap interval over the samples (``diagnostics.bias``'s
+``INTERVAL``), and the report records how it was made: the command, the resolved config, the
+versions and the date (``provenance``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +49,13 @@ from deconfound.config import Config, apply_override, from_dict, load_config
 from deconfound.data.datamodule import EmotionDataModule, Reader, open_reader
 from deconfound.data.sample import DatasetInfo, Sample
 from deconfound.diagnostics.bias import (
+    INTERVAL,
+    RESAMPLES,
     class_ap,
     cluster_stats,
     confusion,
     context_probe,
+    score_interval,
 )
 from deconfound.diagnostics.intervention import ccim_numbers, ccim_of, model_pass, scene_errors
 from deconfound.errors import DataError, DeconfoundError
@@ -60,7 +71,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "emotnet_synthetic"
 """The data set a report reads when given no config: the demo's synthetic confounded set."""
-FORMAT = "deconfound-bias-report/1"
+FORMAT = "deconfound-bias-report/2"
 
 
 @dataclass(frozen=True)
@@ -84,12 +95,14 @@ def bias_report(
     *,
     out_dir: str | Path,
     dictionary: str | Path | None = None,
-    checkpoint: str | Path | None = None,
+    checkpoints: Sequence[str | Path] = (),
     overrides: list[str] | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> BiasReport:
     """Measure the context bias of ``cfg``'s data set (a config, or a config's name or path with
-    ``overrides``) and, given a ``checkpoint``, of a model; write the report to ``out_dir``.
+    ``overrides``) and of the model of each of ``checkpoints`` (side by side); write the report
+    to ``out_dir``, recording ``command`` (the command line that made it) in its provenance.
 
     Clusters come from ``dictionary`` (its samples assigned to the nearest centre, embedded with
     the backbone, weights and masking its metadata names), else from K-means as ``cfg``'s
@@ -102,7 +115,9 @@ def bias_report(
     if out.exists() and not out.is_dir():
         raise DeconfoundError(f"--out {out} is a file; give a folder for the report")
     loaded = ConfounderDictionary.load(dictionary) if dictionary else None
-    module = _load_model(checkpoint, cfg) if checkpoint else None
+    if isinstance(checkpoints, str | Path):
+        checkpoints = [checkpoints]
+    modules = [_load_model(c, cfg) for c in checkpoints]
     reader = open_reader(cfg.data)
     info, train = reader.info, cfg.data.train_split
     samples = _samples(cfg, reader)
@@ -136,19 +151,50 @@ def bias_report(
             **cluster_stats(assignments, labels[train], k, info, confounders(samples[train])),
         },
         "probe": context_probe(features, labels, train, info),
-        "model": None,
-        "intervention": None,
+        "models": [
+            {"label": label, **_model_numbers(m, c, cfg, samples, info, features, loaded)}
+            for label, m, c in zip(_labels(checkpoints), modules, checkpoints, strict=True)
+        ],
+        "interval": {**INTERVAL, "resamples": RESAMPLES},
         "notes": notes,
+        "provenance": _made_by(cfg, command),
     }
-    if module is not None:
-        numbers["model"], numbers["intervention"] = _model_numbers(
-            module, checkpoint, cfg, samples, info, features, loaded
-        )
     files = write_report(out, numbers, info)
     figures = {name: path for name, path in files.items() if name not in ("html", "json")}
     return BiasReport(
         out, files["html"], files["json"], figures, numbers, assignments, features, labels
     )
+
+
+def _labels(checkpoints: Sequence[str | Path]) -> list[str]:
+    """A short name per checkpoint: its run's folder (``runs/NAME/checkpoints/best.ckpt`` →
+    NAME; another file than best.ckpt adds its stem), numbered where names repeat."""
+    names = []
+    for c in map(Path, checkpoints):
+        run = c.parent.parent.name if c.parent.name == "checkpoints" else c.parent.name
+        names.append(run if c.name == "best.ckpt" else f"{run}/{c.stem}" if run else c.stem)
+    return [
+        f"{name} ({names[:i].count(name) + 1})" if names.count(name) > 1 else name
+        for i, name in enumerate(names)
+    ]
+
+
+def _made_by(cfg: Config, command: str | None) -> dict[str, Any]:
+    """The report's provenance: the command, the resolved config, the versions, the date."""
+    import sklearn
+
+    from deconfound import __version__
+
+    return {
+        "command": command,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "deconfound": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "host": platform.node(),
+        "config": cfg.to_dict(),
+    }
 
 
 def _resolve(cfg: Config | str | Path, overrides: list[str] | None) -> Config:
@@ -294,12 +340,13 @@ def _model_numbers(
     info: DatasetInfo,
     features: dict[str, np.ndarray],
     loaded: ConfounderDictionary | None,
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The model's metrics on the held-out splits of ``samples`` (``engine.evaluate``) and
-    per split its confusion matrix (multi-class) or per-class average precision and prevalence
-    (multi-label), and the share of its errors toward the scene's emotion (None where the data
-    set does not know it); with them, for a CCIM model, what its intervention does (else None).
-    One pass over those splits (and, for CCIM, the training split) besides ``evaluate``'s."""
+) -> dict[str, Any]:
+    """The model's metrics on the held-out splits of ``samples`` (``engine.evaluate``), the
+    headline metric's interval per split, and per split its confusion matrix (multi-class) or
+    per-class average precision and prevalence (multi-label), and the share of its errors
+    toward the scene's emotion (None where the data set does not know it); for a CCIM model,
+    what its intervention does (``ccim``; else None). One pass over those splits (and, for
+    CCIM, the training split) besides ``evaluate``'s."""
     from deconfound.engine.run import evaluate
 
     splits = list(samples)[1:]
@@ -323,6 +370,9 @@ def _model_numbers(
     ccim, train = ccim_of(module), cfg.data.train_split
     loaders = {s: data.loader(s) for s in splits}
     passes = model_pass(module, loaders, info.task, data.loader(train) if ccim else None)
+    out["intervals"] = {
+        s: score_interval(p.scores, p.targets, info.metric) for s, p in passes.items()
+    }
     if info.task == "multiclass":
         out["confusion"] = {
             s: confusion(p.scores, p.targets, info.num_classes).tolist() for s, p in passes.items()
@@ -333,12 +383,14 @@ def _model_numbers(
         }
     scenes = {s: confounders(samples[s]) for s in splits}  # read by evaluation, by no method
     out["scene_errors"] = scene_errors(passes, scenes, info, cfg.data.dataset)
+    out["ccim"] = None
     if ccim is None:
-        return out, None
+        return out
     model_centres = ccim.confounders.detach().cpu().float()
     same = (
         loaded is not None
         and loaded.centres.shape == model_centres.shape
         and bool(torch.allclose(loaded.centres.float(), model_centres))
     )
-    return out, ccim_numbers(ccim, passes, features, info, train, same)
+    out["ccim"] = ccim_numbers(ccim, passes, features, info, train, same)
+    return out

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from deconfound.data.sample import DatasetInfo
 from deconfound.diagnostics.plots import (
@@ -47,7 +48,7 @@ def write_report(out: Path, numbers: dict[str, Any], info: DatasetInfo) -> dict[
 
 def _figures(tmp: Path, numbers: dict[str, Any], info: DatasetInfo) -> list[tuple[str, Path]]:
     """Draw every figure into ``tmp``; (name, path) pairs."""
-    probe, model = numbers["probe"], numbers["model"]
+    probe, models = numbers["probe"], numbers["models"]
     metric, train = probe["metric"], numbers["dataset"]["train_split"]
     counts = np.array(numbers["clusters"]["counts"])
     title = f"{info.name} {train}: P(emotion | context cluster)"
@@ -59,47 +60,62 @@ def _figures(tmp: Path, numbers: dict[str, Any], info: DatasetInfo) -> list[tupl
             ),
         ),
     ]
-    bars = _bars(probe, model, train, info)
-    plots = {"probe": "context-only probe vs. chance", "splits": "model vs. context-only probe"}
-    for name, what in plots.items():
-        if name == "splits" and model is None:
+    bars, intervals = _bars(probe, models, train, info)
+    what = "models vs. context-only probe" if len(models) > 1 else "model vs. context-only probe"
+    plots = {"probe": "context-only probe vs. chance", "splits": what}
+    for name, title in plots.items():
+        if name == "splits" and not models:
             continue
-        results = bars if name == "splits" else {k: v for k, v in bars.items() if k != "model"}
+        keep = 2 if name == "probe" else len(bars)  # chance and the probe; then the models
         chance = 1 / info.num_classes if info.task == "multiclass" else None
         path = plot_split_metrics(
-            results,
+            dict(list(bars.items())[:keep]),
             metric,
             tmp / f"{name}.png",
+            interval=intervals,
             chance=chance,
-            title=f"{what} ({metric})",
+            title=f"{title} ({metric}, 95 % intervals)",
             legend_outside=True,
         )
         figures.append((name, path))
-    for split in model["splits"] if model else ():
-        if "confusion" in model:
-            score = model["splits"][split][metric]
-            path = plot_confusion(
-                np.array(model["confusion"][split]),
-                info.classes,
-                tmp / f"confusion-{split}.png",
-                title=f"{split}: {metric} {score:.3f}",
-            )
-            figures.append((f"confusion-{split}", path))
-        else:
-            path = plot_class_ap(
-                model["class_ap"][split],
-                tmp / f"class-ap-{split}.png",
-                title=f"{split}: average precision per class",
-            )
-            figures.append((f"class-ap-{split}", path))
+    for k, model in enumerate(models):
+        for split in model["splits"]:
+            name = figure_name(model, split, k, len(models))
+            if "confusion" in model:
+                score = model["splits"][split][metric]
+                path = plot_confusion(
+                    np.array(model["confusion"][split]),
+                    info.classes,
+                    tmp / f"{name}.png",
+                    title=f"{_short(model, len(models))}{split}: {metric} {score:.3f}",
+                )
+            else:
+                path = plot_class_ap(
+                    model["class_ap"][split],
+                    tmp / f"{name}.png",
+                    title=f"{_short(model, len(models))}{split}: average precision per class",
+                )
+            figures.append((name, path))
     return figures
 
 
+def figure_name(model: dict[str, Any], split: str, k: int, models: int) -> str:
+    """The name of model ``k``'s (of ``models``) confusion or per-class AP figure on
+    ``split``: ``confusion-<split>`` / ``class-ap-<split>``, numbered ``-<k + 1>`` when the
+    report has several models."""
+    kind = "confusion" if "confusion" in model else "class-ap"
+    return f"{kind}-{split}" + (f"-{k + 1}" if models > 1 else "")
+
+
+def _short(model: dict[str, Any], models: int) -> str:
+    return f"{model['label']}, " if models > 1 else ""
+
+
 def _bars(
-    probe: dict, model: dict | None, train: str, info: DatasetInfo
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Method → split → metric → value, for ``plot_split_metrics``: chance, the probe, the
-    model, on every split but the training one."""
+    probe: dict, models: list[dict], train: str, info: DatasetInfo
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, list[float] | None]]]:
+    """Method → split → metric → value, for ``plot_split_metrics``: chance, the probe, each
+    model, on every split but the training one; and the probe's and models' intervals."""
     metric, scores = probe["metric"], probe["splits"]
     splits = [s for s, v in scores.items() if s != train and v[metric] is not None]
     chance, label = (
@@ -109,9 +125,11 @@ def _bars(
         label: {s: {metric: scores[s][chance]} for s in splits},
         "context-only probe": {s: {metric: scores[s][metric]} for s in splits},
     }
-    if model is not None:
-        bars["model"] = {s: {metric: model["splits"][s][metric]} for s in splits}
-    return bars
+    intervals = {"context-only probe": {s: scores[s].get("interval") for s in splits}}
+    for m in models:
+        bars[m["label"]] = {s: {metric: m["splits"][s][metric]} for s in splits}
+        intervals[m["label"]] = {s: m["intervals"].get(s) for s in splits}
+    return bars, intervals
 
 
 def render_html(numbers: dict[str, Any], figures: dict[str, bytes]) -> str:
@@ -126,7 +144,7 @@ def render_html(numbers: dict[str, Any], figures: dict[str, bytes]) -> str:
         _header(numbers),
         _clusters_html(numbers, img("clusters", "emotions per context cluster")),
         _probe_html(numbers, img("probe", "context-only probe per split")),
-        _model_html(numbers, img),
+        _models_html(numbers, img),
         _intervention_html(numbers),
         _provenance_html(numbers),
     ]
@@ -149,7 +167,8 @@ body { margin: 0; background: var(--soft); color: var(--fg);
 main { max-width: 1080px; margin: 0 auto; padding: 28px 32px 48px; background: #fff; }
 h1 { font-size: 26px; margin: 0 0 2px; }
 h2 { font-size: 20px; margin: 32px 0 6px; padding-top: 18px; border-top: 1px solid var(--rule); }
-h3 { font-size: 15px; margin: 4px 0; }
+h3 { font-size: 16px; margin: 22px 0 4px; }
+h4 { font-size: 15px; margin: 12px 0 4px; }
 p { max-width: 84ch; margin: 6px 0; }
 .muted, .explain { color: var(--muted); }
 .explain b { color: var(--fg); font-weight: 600; }
@@ -172,6 +191,9 @@ figure img { max-width: 100%; height: auto; display: block; }
 .card .label { color: var(--muted); font-size: 13px; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 8px; }
 .note { background: #fff8e6; border-left: 3px solid #e0a800; padding: 6px 12px; }
+pre { font: 12.5px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  background: var(--soft); padding: 10px 14px; overflow-x: auto; }
+details summary { cursor: pointer; color: var(--accent); margin: 8px 0; }
 nav a { color: var(--accent); margin-right: 16px; text-decoration: none; }
 """
 
@@ -182,6 +204,15 @@ def _f(value: Any, digits: int = 3) -> str:
     if isinstance(value, int | np.integer):
         return f"{value:,}"
     return f"{value:.{digits}f}"
+
+
+def _ci(bounds: list[float] | None) -> str:
+    """An interval as text, ``[low, high]`` (– without one)."""
+    return "–" if not bounds else f"[{_f(bounds[0])}, {_f(bounds[1])}]"
+
+
+def _with_ci(value: Any, bounds: list[float] | None) -> str:
+    return _f(value) if not bounds else f"{_f(value)} {_ci(bounds)}"
 
 
 def _p(value: float) -> str:
@@ -227,47 +258,65 @@ def _explain(what: str, how: str) -> str:
 
 
 def _header(n: dict[str, Any]) -> str:
-    d, c, probe, model = n["dataset"], n["clusters"], n["probe"], n["model"]
+    d, c, probe, models = n["dataset"], n["clusters"], n["probe"], n["models"]
     splits = ", ".join(f"{escape(s)} {k:,}" for s, k in d["splits"].items())
     metric = probe["metric"]
     evals = [s for s in probe["splits"] if s != d["train_split"]]
     cards = [
-        _card(_f(c["nmi"]), "NMI(context cluster, emotion)"),
-        _card(_f(c["cramers_v"]), "Cramér's V(context cluster, emotion)"),
+        _card(_f(c["nmi"]), f"NMI(context cluster, emotion) {_ci(c.get('nmi_interval'))}"),
+        _card(
+            _f(c["cramers_v"]),
+            f"Cramér's V(context cluster, emotion) {_ci(c.get('cramers_v_interval'))}",
+        ),
     ]
     if evals:
         first = probe["splits"][evals[0]]
         chance = first.get("majority", first.get("prevalence"))
-        label = f"context-only {metric} on {escape(evals[0])} (chance {_f(chance)})"
+        label = (
+            f"context-only {metric} on {escape(evals[0])} {_ci(first.get('interval'))} "
+            f"(chance {_f(chance)})"
+        )
         cards.append(_card(_f(first[metric]), label))
-    if model is not None and model["splits"]:
-        scores = {s: v[metric] for s, v in model["splits"].items()}
+    for m in models:
+        if not m["splits"]:
+            continue
+        scores = {s: v[metric] for s, v in m["splits"].items()}
         hi, lo = max(scores, key=scores.__getitem__), min(scores, key=scores.__getitem__)
-        label = f"model {metric}: best split ({escape(hi)}) → worst ({escape(lo)})"
+        who = f"<code>{escape(m['label'])}</code> " if len(models) > 1 else "model "
+        label = f"{who}{metric}: best split ({escape(hi)}) → worst ({escape(lo)})"
+        errors = m.get("scene_errors")
+        if errors and errors["splits"]:
+            split = "test_anti" if "test_anti" in errors["splits"] else list(errors["splits"])[-1]
+            e = errors["splits"][split]
+            label += (
+                f"; {_f(e['share'])} of its errors there name the scene's emotion (chance "
+                f"{_f(e['chance'])})"
+                if split == lo
+                else f"; on {escape(split)} {_f(e['share'])} of its errors name the scene's "
+                f"emotion (chance {_f(e['chance'])})"
+            )
         cards.append(_card(f"{_f(scores[hi])} → {_f(scores[lo])}", label))
-    errors = (model or {}).get("scene_errors")
-    if errors and errors["splits"]:
-        split = "test_anti" if "test_anti" in errors["splits"] else list(errors["splits"])[-1]
-        e = errors["splits"][split]
-        label = f"of the model's errors on {escape(split)} name the scene's emotion (chance "
-        cards.append(_card(_f(e["share"]), f"{label}{_f(e['chance'])})"))
+    sections = [
+        ("clusters", "1. Context clusters"),
+        ("probe", "2. Context-only probe"),
+        ("model", "3. Models" if len(models) > 1 else "3. Model"),
+        ("intervention", "4. Intervention"),
+        ("made", "How this was made"),
+    ]
+    measured = any(m.get("ccim") for m in models)
     nav = "".join(
         f'<a href="#{anchor}">{text}</a>'
-        for anchor, text in [
-            ("clusters", "1. Context clusters"),
-            ("probe", "2. Context-only probe"),
-            ("model", "3. Model"),
-            ("intervention", "4. Intervention"),
-            ("made", "How this was made"),
-        ]
-        if anchor != "intervention" or n.get("intervention")
+        for anchor, text in sections
+        if anchor != "intervention" or measured
     )
+    made = n.get("provenance") or {}
+    when = f" · made {escape(made['created'])}" if made.get("created") else ""
     return (
         f"<header><h1>Bias report: {escape(d['name'])}</h1>"
         '<p class="muted">How much the context (the image with the person hidden) gives the '
         "emotion away in this data set, and how much a model depends on it.</p>"
         f'<p class="muted">Data <code>{escape(d["root"])}</code> · {escape(d["task"])}, '
-        f"{len(d['classes'])} classes · samples per split: {splits}</p>"
+        f"{len(d['classes'])} classes · samples per split: {splits}{when}</p>"
         f'<div class="cards">{"".join(cards)}</div><nav>{nav}</nav></header>'
     )
 
@@ -297,7 +346,7 @@ def _clusters_html(n: dict[str, Any], figure: str) -> str:
         ["clusters", f"{c['num_clusters']} ({c['empty_clusters']} empty)", ""],
         [
             "NMI",
-            c["nmi"],
+            _with_ci(c["nmi"], c.get("nmi_interval")),
             f"normalised mutual information{per}: 0 when cluster and emotion "
             "are independent, 1 when one determines the other",
         ],
@@ -310,7 +359,11 @@ def _clusters_html(n: dict[str, Any], figure: str) -> str:
                 "NMI corrected for chance: about 0 for independent labels, "
                 "whatever the number of clusters",
             ],
-            ["Cramér's V", c["cramers_v"], "the same dependence from the χ² statistic, 0 to 1"],
+            [
+                "Cramér's V",
+                _with_ci(c["cramers_v"], c.get("cramers_v_interval")),
+                "the same dependence from the χ² statistic, 0 to 1",
+            ],
             ["χ²", f"{c['chi2']:.1f} ({_p(c['p_value'])})", "test of independence"],
             [
                 "purity",
@@ -320,7 +373,13 @@ def _clusters_html(n: dict[str, Any], figure: str) -> str:
             ],
         ]
     else:
-        rows.append(["Cramér's V", c["cramers_v"], f"from the χ² statistic, 0 to 1{per}"])
+        rows.append(
+            [
+                "Cramér's V",
+                _with_ci(c["cramers_v"], c.get("cramers_v_interval")),
+                f"from the χ² statistic, 0 to 1{per}",
+            ]
+        )
     if "ari_vs_context" in c:
         rows.append(
             [
@@ -364,19 +423,35 @@ def _probe_html(n: dict[str, Any], figure: str) -> str:
     rows = []
     for split, v in p["splits"].items():
         name = f"{escape(split)} (fitted on)" if split == train else escape(split)
+        ci = _ci(v.get("interval"))
         if metric == "accuracy":
             gain = v["accuracy"] - v["majority"]
-            rows.append([name, v["n"], v["accuracy"], v["majority"], v["uniform"], gain])
+            rows.append([name, v["n"], v["accuracy"], ci, v["majority"], v["uniform"], gain])
         else:
-            rows.append([name, v["n"], v["classes"], v["mAP"], v["prevalence"]])
+            rows.append([name, v["n"], v["classes"], v["mAP"], ci, v["prevalence"]])
     if metric == "accuracy":
-        head = ["split", "samples", "probe", "majority class", "uniform 1/C", "probe − majority"]
+        head = [
+            "split",
+            "samples",
+            "probe",
+            "95 % interval",
+            "majority class",
+            "uniform 1/C",
+            "probe − majority",
+        ]
         chance = (
             f"the majority rate (always answering the most frequent {escape(train)} emotion, "
             f"<em>{escape(p['majority_class'])}</em>) and 1/C (a uniform guess)"
         )
     else:
-        head = ["split", "samples", "classes", "probe mAP", "chance (mean prevalence)"]
+        head = [
+            "split",
+            "samples",
+            "classes",
+            "probe mAP",
+            "95 % interval",
+            "chance (mean prevalence)",
+        ]
         chance = "the mean prevalence of the classes present (the AP of a random score)"
     what = (
         f"A logistic regression fitted on the <code>{escape(train)}</code> split's masked-"
@@ -395,26 +470,21 @@ def _probe_html(n: dict[str, Any], figure: str) -> str:
     )
 
 
-def _model_html(n: dict[str, Any], img: Any) -> str:
-    m = n["model"]
-    if m is None:
+def _models_html(n: dict[str, Any], img: Any) -> str:
+    models = n["models"]
+    if not models:
         return (
             '<section id="model"><h2>3. The model</h2><p class="muted">No checkpoint given. '
             "Run <code>deconfound bias-report … --checkpoint runs/NAME/checkpoints/best.ckpt"
-            "</code> to add a model's scores on every split.</p></section>"
+            "</code> to add a model's scores on every split (repeat <code>--checkpoint</code> "
+            "to compare several).</p></section>"
         )
     metric = n["probe"]["metric"]
-    names = [k for k in next(iter(m["splits"].values())) if k != "loss"] + ["loss"]
-    samples = n["dataset"]["splits"]
-    rows = [[escape(s), samples[s], *(v.get(k) for k in names)] for s, v in m["splits"].items()]
-    head = ["split", "samples", *(k.replace("_", " ") for k in names)]
-    kind = "confusion" if "confusion" in m else "class-ap"
-    alt = "confusion matrix" if kind == "confusion" else "average precision per emotion"
-    grid = "".join(img(f"{kind}-{s}", f"{alt} on {s}") for s in m["splits"])
+    kind = "confusion" if "confusion" in models[0] else "class-ap"
     what = (
-        f"The checkpoint <code>{escape(m['checkpoint'])}</code> ({escape(m['model'])}, "
-        f"intervention <code>{escape(m['intervention'])}</code>) scored on every split as "
-        "<code>deconfound evaluate</code> scores it, beside the context-only probe and chance."
+        ("Each checkpoint" if len(models) > 1 else "The checkpoint")
+        + " scored on every split as <code>deconfound evaluate</code> scores it, beside the "
+        f"context-only probe and chance; the {metric} with its 95 % interval over the samples."
     )
     how = (
         "A model that reads the person scores about the same on every split; one that leans "
@@ -428,14 +498,49 @@ def _model_html(n: dict[str, Any], img: Any) -> str:
             "the AP of a random score."
         )
     )
+    splits = list(models[0]["splits"])
+    head = ["model", *(f"{s} {metric}" for s in splits)]
+    rows = [
+        [
+            f"<code>{escape(m['label'])}</code>",
+            *(_with_ci(m["splits"][s][metric], m["intervals"].get(s)) for s in splits),
+        ]
+        for m in models
+    ]
+    title = "3. The models, side by side" if len(models) > 1 else "3. The model"
+    parts = "".join(_model_part(n, m, k, img) for k, m in enumerate(models))
     return (
-        f'<section id="model"><h2>3. The model</h2>{_explain(what, how)}'
-        f"{_table(head, rows)}{img('splits', f'model {metric} per split')}"
-        f'<div class="grid">{grid}</div>{_scene_errors_html(m.get("scene_errors"))}</section>'
+        f'<section id="model"><h2>{title}</h2>{_explain(what, how)}'
+        f"{_table(head, rows)}{img('splits', f'{metric} per split')}{parts}</section>"
     )
 
 
-def _scene_errors_html(e: dict[str, Any] | None) -> str:
+def _model_part(n: dict[str, Any], m: dict[str, Any], k: int, img: Any) -> str:
+    """One model's own part of section 3: every metric per split, its confusion matrices (or
+    per-class AP) and its errors toward the scene's emotion."""
+    models = len(n["models"])
+    names = [key for key in next(iter(m["splits"].values())) if key != "loss"] + ["loss"]
+    samples = n["dataset"]["splits"]
+    rows = [[escape(s), samples[s], *(v.get(key) for key in names)] for s, v in m["splits"].items()]
+    head = ["split", "samples", *(key.replace("_", " ") for key in names)]
+    alt = "confusion matrix" if "confusion" in m else "average precision per emotion"
+    grid = "".join(
+        img(
+            figure_name(m, s, k, models),
+            f"{alt} on {s}" + (f" ({m['label']})" if models > 1 else ""),
+        )
+        for s in m["splits"]
+    )
+    return (
+        f"<h3><code>{escape(m['label'])}</code></h3>"
+        f'<p class="muted">Checkpoint <code>{escape(m["checkpoint"])}</code>: '
+        f"{escape(m['model'])}, intervention <code>{escape(m['intervention'])}</code>.</p>"
+        f'{_table(head, rows)}<div class="grid">{grid}</div>'
+        f"{_scene_errors_html(m.get('scene_errors'), explain=k == 0)}"
+    )
+
+
+def _scene_errors_html(e: dict[str, Any] | None, explain: bool = True) -> str:
     if not e:
         return ""
     rows = [
@@ -464,29 +569,16 @@ def _scene_errors_html(e: dict[str, Any] | None) -> str:
         "scene's emotion is never the answer, a share far above chance means the errors are "
         "the scene speaking through the model."
     )
-    return f"<h3>Errors toward the scene's emotion</h3>{_explain(what, how)}{_table(head, rows)}"
+    words = _explain(what, how) if explain else ""
+    return f"<h4>Errors toward the scene's emotion</h4>{words}{_table(head, rows)}"
 
 
 def _intervention_html(n: dict[str, Any]) -> str:
-    c = n.get("intervention")
-    if not c:
+    measured = [(m["label"], m["ccim"]) for m in n["models"] if m.get("ccim")]
+    if not measured:
         return ""
+    c = measured[0][1]
     metric = c["metric"]
-    rows = [
-        [
-            escape(s),
-            v["n"],
-            v["lambda_entropy"],
-            v["lambda_entropy_share"],
-            v["argmax_is_own_cluster"],
-            v["own_cluster_majority"],
-            v["g_norm_share"],
-            v["metric_as_is"],
-            v["metric_g_frozen"],
-            v["metric_difference"],
-        ]
-        for s, v in c["splits"].items()
-    ]
     head = [
         "split",
         "samples",
@@ -519,16 +611,50 @@ def _intervention_html(n: dict[str, Any]) -> str:
         "per-sample g carries nothing the model uses: CCIM then acts as a layer on h, not as "
         "an adjustment over contexts."
     )
-    notes = "".join(f'<p class="note">{escape(t)}</p>' for t in c["notes"])
+    parts = []
+    for label, c in measured:
+        rows = [
+            [
+                escape(s),
+                v["n"],
+                v["lambda_entropy"],
+                v["lambda_entropy_share"],
+                v["argmax_is_own_cluster"],
+                v["own_cluster_majority"],
+                v["g_norm_share"],
+                v["metric_as_is"],
+                v["metric_g_frozen"],
+                v["metric_difference"],
+            ]
+            for s, v in c["splits"].items()
+        ]
+        title = f"<h3><code>{escape(label)}</code></h3>" if len(n["models"]) > 1 else ""
+        notes = "".join(f'<p class="note">{escape(t)}</p>' for t in c["notes"])
+        parts.append(f"{title}{_table(head, rows)}{notes}")
     return (
         '<section id="intervention"><h2>4. What the intervention does, measured</h2>'
-        f"{_explain(what, how)}{_table(head, rows)}{notes}</section>"
+        f"{_explain(what, how)}{''.join(parts)}</section>"
     )
 
 
 def _provenance_html(n: dict[str, Any]) -> str:
-    e, c = n["embedding"], n["clusters"]
-    rows = [
+    e, c, made = n["embedding"], n["clusters"], n.get("provenance") or {}
+    interval = n.get("interval") or {}
+    resamples = ", ".join(f"{k} {v:,}" for k, v in (interval.get("resamples") or {}).items())
+    rows = []
+    if made.get("command"):
+        rows.append(["command", f"<code>{escape(made['command'])}</code>"])
+    if made:
+        versions = ", ".join(
+            f"{k} {escape(str(made[k]))}"
+            for k in ("deconfound", "torch", "scikit-learn", "python")
+            if made.get(k)
+        )
+        rows += [
+            ["made", f"{escape(made['created'])} on {escape(str(made.get('host') or '?'))}"],
+            ["versions", versions],
+        ]
+    rows += [
         ["scene backbone", f"<code>{escape(str(e['backbone']))}</code>"],
         ["its weights", f"<code>{escape(str(e['weights'] or 'random (seeded)'))}</code>"],
         [
@@ -538,10 +664,24 @@ def _provenance_html(n: dict[str, Any]) -> str:
         ["clusters", "a dictionary's centres" if c["source"] == "dictionary" else "K-means"],
         ["probe", "standardised embeddings, scikit-learn LogisticRegression (C = 1)"],
     ]
+    if interval:
+        rows.append(
+            [
+                "intervals",
+                f"{interval['level']:.0%} {escape(interval['method'])} (SciPy, seed "
+                f"{interval['seed']}; resamples: {escape(resamples)})",
+            ]
+        )
     notes = "".join(f'<p class="note">{escape(t)}</p>' for t in n["notes"])
+    config = ""
+    if made.get("config"):
+        text = yaml.safe_dump(made["config"], sort_keys=False, allow_unicode=True)
+        config = (
+            f"<details><summary>The resolved config</summary><pre>{escape(text)}</pre></details>"
+        )
     return (
         '<section id="made"><h2>How this was made</h2>'
-        f"{_table(['', ''], rows)}{notes}"
+        f"{_table(['', ''], rows)}{config}{notes}"
         '<p class="muted">Every number on this page is in <code>report.json</code> beside '
         "it.</p></section>"
     )

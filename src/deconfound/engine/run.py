@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from deconfound.engine.folder import holds_run_folder
 from deconfound.engine.module import EmotionModule
 from deconfound.errors import ConfigError, DeconfoundError, one_line
 from deconfound.io import atomic_write
+from deconfound.progress import show_progress
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ def make_trainer(
     t = cfg.trainer
     callbacks = list(callbacks or [])
     # a bar redraws itself with carriage returns: only on a terminal, never into a log file
-    show_progress = t.progress_bar and run_dir is not None and sys.stderr.isatty()
-    if show_progress:
+    bars = show_progress(t.progress_bar and run_dir is not None)
+    if bars:
         callbacks.append(TQDMProgressBar())
     check_hardware(cfg.trainer)
     return _new_trainer(
@@ -134,7 +134,7 @@ def make_trainer(
         logger=CSVLogger(run_dir, name="logs") if run_dir else False,  # logs/version_N/
         callbacks=callbacks,
         enable_checkpointing=run_dir is not None,
-        enable_progress_bar=show_progress,
+        enable_progress_bar=bars,
         enable_model_summary=False,
         log_every_n_steps=t.log_every_n_steps,
         default_root_dir=run_dir,

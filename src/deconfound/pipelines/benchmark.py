@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from deconfound.io import atomic_write_text
 from deconfound.methods import CONTEXT_METHODS, METHODS
 from deconfound.models import CONTEXT_MODELS, create_base
 from deconfound.pipelines.dictionary import build_dictionary
+from deconfound.progress import show_progress
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _check(model: str, methods: tuple[str, ...], seeds: int) -> None:
 
 def draw_synthetic(base: Path, settings: dict[str, Any]) -> Path:
     synth = construct(SynthConfig, settings, "data.synthetic")
-    return generate(synthetic_root(base, synth), synth, progress=sys.stderr.isatty())
+    return generate(synthetic_root(base, synth), synth, progress=show_progress())
 
 
 def _reference_data(cfg: Config, data: EmotionDataModule) -> EmotionDataModule:
@@ -218,7 +218,7 @@ def build_scene_dictionary(
     cfg.dictionary.backbone = scene.model.args["backbone"]
     cfg.dictionary.image_size = scene.data.view_sizes["whole"]
     cfg.dictionary.weights = str(scene_result.best_checkpoint)
-    built = build_dictionary(cfg, progress=cfg.trainer.progress_bar and sys.stderr.isatty())
+    built = build_dictionary(cfg, progress=show_progress(cfg.trainer.progress_bar))
     info = dataset_info(cfg.data.dataset)
     plot = plot_cluster_classes(
         built.cluster_counts,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from deconfound.errors import ConfigError
 from deconfound.io import atomic_write_text
 from deconfound.methods import create_model
 from deconfound.pipelines.benchmark import run_benchmark
+from deconfound.progress import show_progress
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def run_iern_demo(
     cfg = load_config("faces_synthetic", data_settings + quick_settings + (overrides or []))
     faces = construct(FaceSynthConfig, cfg.data.synthetic, "data.synthetic")
     root = synthetic_root(out / "data", faces)
-    cfg.data.root = str(generate_faces(root, faces, progress=sys.stderr.isatty()))
+    cfg.data.root = str(generate_faces(root, faces, progress=show_progress()))
     cfg.out_dir = str(out / "runs")
     log.info("data: %s", cfg.data.root)
     data = EmotionDataModule(cfg.data, _views(cfg))
