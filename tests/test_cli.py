@@ -155,6 +155,10 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
     assert len(list((out / "data").glob("synthetic-rho0.8-seed2-*"))) == 1
     printed = capsys.readouterr().out
     assert "run 1/8: rho=0.8 none, seed 2" in printed and "predict" in printed
+    report = next(line for line in printed.splitlines() if "bias-report" in line)
+    for method in ("none", "ccim_dot", "paste"):  # side by side; not the reference
+        assert f"--checkpoint {runs[method, 2]['checkpoint']} " in report
+    assert runs["reference", 2]["checkpoint"] not in report
 
     # a second run reuses the data and the finished runs
     assert main([argv[0], "--methods", "none", *argv[1:]]) == 0

@@ -4,11 +4,13 @@ of training; outputs that parse back; drawings; one-line errors for bad images a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_overrides
@@ -29,6 +31,7 @@ from deconfound.predict import (
     collect_inputs,
     face_from_body,
 )
+from deconfound.predict.files import PALETTE, annotate
 
 MICRO = SynthConfig(
     rho=0.8,
@@ -115,8 +118,10 @@ def test_without_boxes_faces_are_detected_or_the_whole_image_taken(
     (face,) = [box for box, _ in detector.detect(picture.convert("RGB"))]
     body = body_from_face(face, (128, 150))
     assert found.box_source == "detected" and found.box == body.as_tuple()
+    assert found.face == face.as_tuple() and found.record()["face"] == list(face.as_tuple())
     assert body.x1 <= face.x1 and body.y1 <= face.y1 and body.x2 >= face.x2 and body.y2 > face.y2
     assert whole.box_source == "whole-image" and whole.box == (0, 0, 48, 48)
+    assert whole.face is None and whole.record()["face"] is None
     assert in_memory.file == "<image 2>" and in_memory.box == found.box
     assert list(in_memory.probabilities.values()) == pytest.approx(
         list(found.probabilities.values()), abs=1e-6
@@ -134,6 +139,7 @@ def test_a_face_model_takes_the_face_and_a_multilabel_one_sigmoids(
     faces = Predictor(untrained(tmp_path, "faces_synthetic"), detector=detector, top_k=2)
     (pred,) = faces.predict([photo])
     assert pred.box == face.as_tuple() and pred.box_source == "detected"
+    assert pred.face == pred.box  # a face model's box is the face itself
     check(pred, dataset_info("synthetic_faces").classes, k=2)
     iern = Predictor(untrained(tmp_path, "iern_synthetic"), detector=detector, top_k=2)
     (adjusted,) = iern.predict([photo])  # IERN's stratum-averaged prediction
@@ -204,6 +210,8 @@ def test_the_cli_agrees_with_the_api_and_its_outputs_parse_back(
     for row, pred in zip(rows, api, strict=True):
         assert row["file"] == pred.file and row["box_source"] == pred.box_source
         assert tuple(int(row[c]) for c in ("x1", "y1", "x2", "y2")) == pred.box
+        face = [row[f"face_{c}"] for c in ("x1", "y1", "x2", "y2")]
+        assert face == ([str(v) for v in pred.face] if pred.face else [""] * 4)
         assert row["emotion_1"] == pred.top_k[0][0]
         assert float(row["probability_2"]) == pytest.approx(pred.top_k[1][1], abs=1e-6)
         for emotion, p in pred.probabilities.items():
@@ -360,3 +368,18 @@ def test_every_data_set_names_its_boxes_and_the_body_rule_inverts() -> None:
     assert body == Box(60, 25, 180, 400)
     assert face_from_body(body) == face
     assert body_from_face(face, (150, 300)) == Box(60, 25, 150, 300)  # clipped to the image
+
+
+def test_the_drawing_marks_the_detected_face_inside_its_body_box() -> None:
+    picture = Image.new("RGB", (400, 400))
+    body, face = (20, 20, 380, 390), (150, 200, 250, 300)
+    pred = Prediction("x.png", body, "detected", (("happy", 0.9),), face=face)
+    with_face = np.asarray(annotate(picture, [pred]))
+    without = np.asarray(annotate(picture, [dataclasses.replace(pred, face=None)]))
+    ys, xs = np.nonzero((with_face != without).any(axis=-1))
+    assert ys.min() == 200 and ys.max() == 299 and xs.min() == 150 and xs.max() == 249
+    inside = with_face[205:295, 155:245]
+    assert not inside.any()  # an outline: the face itself is not covered
+    assert (with_face[299, 200] == PALETTE[0]).all() and (with_face[250, 150] == PALETTE[0]).all()
+    same = dataclasses.replace(pred, face=body)  # a face model: the box is the face, drawn once
+    assert np.array_equal(np.asarray(annotate(picture, [same])), without)

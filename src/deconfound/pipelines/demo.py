@@ -102,11 +102,14 @@ def run_demo(
 
 
 def next_steps(results: dict[str, Any], rho: float, seed: int) -> str:
-    """The follow-up commands on the demo's own outputs, with their real paths."""
+    """The follow-up commands on the demo's own outputs, with their real paths: predict with
+    the method that removed most of the bias, and the bias report of every method's model
+    side by side (the first seed's)."""
     where = results["settings"][f"rho{rho:g}"]
     runs = {r["method"]: r["checkpoint"] for r in results["runs"] if r["seed"] == seed}
     best = next((m for m in ("paste", *runs) if m in runs and m != "reference"), "none")
     test_anti = Path(where["data"]) / "images" / "test_anti" / "0000*.png"  # ten pictures
+    compared = " ".join(f"--checkpoint {c}" for m, c in runs.items() if m != "reference")
     return "\n".join(
         [
             f"data: {where['data']}",
@@ -114,7 +117,7 @@ def next_steps(results: dict[str, Any], rho: float, seed: int) -> str:
             f"  .venv/bin/deconfound predict --checkpoint {runs[best]} {test_anti} "
             "--out predictions.jsonl --draw drawn/",
             f"  .venv/bin/deconfound bias-report --dictionary {where['dictionary']['path']} "
-            f"--checkpoint {runs['none']} --out report/ data.root={where['data']}",
+            f"{compared} --out report/ data.root={where['data']}",
         ]
     )
 

@@ -202,19 +202,23 @@ def to_jsonl(predictions: Sequence[Prediction]) -> str:
 
 
 def to_csv(predictions: Sequence[Prediction]) -> str:
-    """A CSV table, a row per prediction: ``file,x1,y1,x2,y2,box_source``, the top k as
+    """A CSV table, a row per prediction: ``file,x1,y1,x2,y2,box_source``, the detected face
+    as ``face_x1,face_y1,face_x2,face_y2`` (empty without one), the top k as
     ``emotion_1,probability_1,...``, every class's probability as ``p_<class>``, ``error``."""
     k = max((len(p.top_k) for p in predictions), default=0)
     classes = next((list(p.probabilities) for p in predictions if p.probabilities), [])
     top = [f"{what}_{n}" for n in range(1, k + 1) for what in ("emotion", "probability")]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*CSV_COLUMNS, "box_source", *top, *(f"p_{c}" for c in classes), "error"])
+    face = [f"face_{c}" for c in CSV_COLUMNS[1:]]
+    writer.writerow(
+        [*CSV_COLUMNS, "box_source", *face, *top, *(f"p_{c}" for c in classes), "error"]
+    )
     for p in predictions:
         r = p.record()
         best = [v for t in r["top_k"] for v in (t["emotion"], t["probability"])]
         writer.writerow(
-            [r["file"], *(r["box"] or [""] * 4), r["box_source"] or ""]
+            [r["file"], *(r["box"] or [""] * 4), r["box_source"] or "", *(r["face"] or [""] * 4)]
             + best + [""] * (len(top) - len(best))
             + [r["probabilities"].get(c, "") for c in classes] + [r["error"] or ""]
         )  # fmt: skip
@@ -223,7 +227,8 @@ def to_csv(predictions: Sequence[Prediction]) -> str:
 
 def annotate(image: Image.Image, predictions: Sequence[Prediction]) -> Image.Image:
     """A copy of ``image`` in RGB with each prediction's box, where the box came from
-    (``box_source``: given, detected, whole-image) and its top-k emotions drawn on it."""
+    (``box_source``: given, detected, whole-image), the face the detector found (a thinner
+    box, where the body box was grown from it) and its top-k emotions drawn on it."""
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default(size=max(10, min(out.size) // 30))
@@ -232,6 +237,9 @@ def annotate(image: Image.Image, predictions: Sequence[Prediction]) -> Image.Ima
         x1, y1, x2, y2 = p.box  # type: ignore[misc]
         colour = PALETTE[n % len(PALETTE)]
         draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=colour, width=width)
+        if p.face is not None and p.face != p.box:
+            f1, g1, f2, g2 = p.face
+            draw.rectangle((f1, g1, f2 - 1, g2 - 1), outline=colour, width=max(1, width // 2))
         lines = [f"{emotion} {prob:.2f}" for emotion, prob in p.top_k]
         text = "\n".join([f"box: {p.box_source}", *lines] if p.box_source else lines)
         at = (x1 + 3 * width, y1 + 3 * width)

@@ -63,6 +63,8 @@ class Prediction:
             ``DatasetInfo.boxes``); None when skipped.
         box_source: ``given``, ``detected`` (from a face the detector found) or ``whole-image``
             (no box given and no face found, detection off, or a whole-image model).
+        face: the face the detector found (``box_source`` ``detected``; the body box ``box``
+            was grown from it for a model trained on body boxes), else None.
         top_k: the most probable emotions with their probabilities, most probable first.
         probabilities: every class's probability in the data set's class order: a softmax over
             the classes of a multi-class data set, one sigmoid per class for a multi-label one
@@ -79,6 +81,7 @@ class Prediction:
     top_k: tuple[tuple[str, float], ...] = ()
     probabilities: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
+    face: tuple[int, int, int, int] | None = None
 
     def record(self) -> dict[str, Any]:
         """This prediction as plain JSON-ready values (probabilities to 6 decimals)."""
@@ -86,6 +89,7 @@ class Prediction:
             "file": self.file,
             "box": list(self.box) if self.box else None,
             "box_source": self.box_source,
+            "face": list(self.face) if self.face else None,
             "top_k": [{"emotion": e, "probability": round(p, 6)} for e, p in self.top_k],
             "probabilities": {c: round(p, 6) for c, p in self.probabilities.items()},
             "error": self.error,
@@ -99,6 +103,7 @@ class _Person:
     box: Box
     source: BoxSource
     views: dict[str, torch.Tensor]
+    face: Box | None = None  # the detector's, for a detected person
 
 
 SYNTHETIC_SETS = ("synthetic", "synthetic_faces")
@@ -254,14 +259,22 @@ class Predictor:
             found = [self._sample(name, Box(0, 0, *size), "whole-image", size)]
         sizes, fill, root = self.sizes, self.fill, self.root
         return [
-            _Person(at + n, name, shown, source, make_views(s, sizes, fill, root, picture))
-            for n, (s, shown, source) in enumerate(found)
+            _Person(
+                at + n,
+                name,
+                shown,
+                source,
+                make_views(s, sizes, fill, root, picture),
+                face if source == "detected" else None,
+            )
+            for n, (s, shown, source, face) in enumerate(found)
         ]
 
     def _sample(
         self, name: str, box: Box, source: BoxSource, size: tuple[int, int]
-    ) -> tuple[Sample, Box, BoxSource]:
-        """A sample with the boxes the training data carried, and the box a record shows."""
+    ) -> tuple[Sample, Box, BoxSource, Box]:
+        """A sample with the boxes the training data carried, the box a record shows, where it
+        came from, and the box it was made from."""
         if source == "detected":  # box is a face
             person, face = body_from_face(box, size), box
         elif "person" in self.boxes:  # box is a body
@@ -271,7 +284,7 @@ class Predictor:
         person = person if "person" in self.boxes else None
         face = face if "face" in self.boxes else None
         sample = Sample(Path(name), person, face, labels=())
-        return sample, person or face or box, source
+        return sample, person or face or box, source, box
 
     def _run(self, people: list[_Person], out: list[Prediction | None]) -> None:
         """Predict ``people`` in one batch, into their places in ``out``."""
@@ -286,8 +299,8 @@ class Predictor:
             values, indices = row.topk(self.top_k)
             top = tuple((self.classes[i], float(v)) for v, i in zip(values, indices, strict=True))
             full = dict(zip(self.classes, map(float, row), strict=True))
-            box = person.box.as_tuple()
-            out[person.index] = Prediction(person.file, box, person.source, top, full)
+            box, face = person.box.as_tuple(), person.face and person.face.as_tuple()
+            out[person.index] = Prediction(person.file, box, person.source, top, full, face=face)
 
 
 def read_image(image: ImageInput, name: str) -> Image.Image:
