@@ -53,14 +53,16 @@ def _wait_for_write(
 
 
 def _kill_mid_epoch(command: list[str], last: Path, log: Path) -> None:
-    """Run ``command`` and SIGKILL it half-way through its third epoch: after the checkpoints of
-    the first two epochs (``last``) were written, however slow the machine is."""
+    """Run ``command`` and SIGKILL it a quarter of the way through its third epoch: after the
+    checkpoints of the first two epochs (``last``) were written, however slow the machine is.
+    (A quarter, not a half: under a varying load the third and fourth epochs may run much
+    faster than the second, and the kill must still come before the run ends.)"""
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
         first = _wait_for_write(proc, last, None, log)  # epoch 0 saved
         second = _wait_for_write(proc, last, first, log)  # epoch 1 saved
-        time.sleep((second - first) / 2e9)  # half an epoch (with its validation) later
+        time.sleep((second - first) / 4e9)  # a quarter of an epoch (with its validation) later
         assert proc.poll() is None, f"training ended before the kill:\n{log.read_text()}"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
