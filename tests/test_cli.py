@@ -29,6 +29,22 @@ def test_help_lists_the_commands() -> None:
         assert command in out
 
 
+def test_every_help_text_is_plain_text() -> None:
+    import argparse
+
+    from deconfound.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return [parser] + [q for a in subs for p in a.choices.values() for q in parsers(p)]
+
+    found = parsers(build_parser())
+    assert len(found) > 12  # every command and subcommand
+    for parser in found:
+        text = parser.format_help()
+        assert "%%" not in text and "``" not in text and ":func:" not in text, parser.prog
+
+
 def test_models_lists_every_base_model_with_its_ccim_overhead(
     capsys: pytest.CaptureFixture,
 ) -> None:

@@ -381,9 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dictionary, else K-means as the config's `dictionary` section says) and show the "
         "emotions per cluster with their dependence (NMI, Cramér's V); fit a context-only "
         "probe (logistic regression on those embeddings) and score it on the validation and "
-        "test splits (data.test_splits) against chance; with --checkpoint, score the model on "
-        "them too, with its confusions. Writes report.html (self-contained), report.json and "
-        "the figures to --out.",
+        "test splits (data.test_splits) against chance; with --checkpoint (repeatable), score "
+        "each model on them too, side by side, with its confusions. Every headline number has "
+        "its 95 % bootstrap interval. Writes report.html (self-contained), report.json (with "
+        "the command, config and versions) and the figures to --out.",
     )
     br.add_argument(
         "--config",
@@ -485,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="For each --rho: draw the synthetic set, pretrain the scene backbone, "
         "build the dictionary; train the base model with every method and seed, and the plain "
         "model on an unconfounded draw (the reference, for evaluation only); write "
-        "results.json, results.md (mean ± std, 95 %% intervals, paired differences to none, "
+        "results.json, results.md (mean ± std, 95 % intervals, paired differences to none, "
         "share of the test_anti gap closed) and results.png. Finished runs are reused.",
     )
     bm.add_argument("--out", default="runs/benchmark", help="output directory (data cached there)")

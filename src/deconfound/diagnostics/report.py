@@ -1,7 +1,7 @@
 """``deconfound bias-report``: how strongly a data set's context predicts its emotions, and how
-much a model's accuracy depends on it.
+much the accuracy of one or more models depends on it.
 
-Three measurements, written to one folder as PNG figures, a self-contained HTML page
+Four measurements, written to one folder as PNG figures, a self-contained HTML page
 (``report.html``) and ``report.json``:
 
 1. **clusters**: each training sample's person-masked image is embedded by the scene backbone
@@ -22,7 +22,7 @@ Three measurements, written to one folder as PNG figures, a self-contained HTML 
    mean (``diagnostics.intervention``).
 
 Each headline figure (NMI, Cramér's V, the probe's and the models' metric per held-out split)
-comes with its 95 % percentile-bootstrap interval over the samples (``diagnostics.bias``'s
+comes with its 95 % bootstrap interval over the samples (``diagnostics.bias``'s
 ``INTERVAL``), and the report records how it was made: the command, the resolved config, the
 versions and the date (``provenance``).
 """
