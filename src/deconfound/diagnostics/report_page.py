@@ -484,7 +484,9 @@ def _models_html(n: dict[str, Any], img: Any) -> str:
     what = (
         ("Each checkpoint" if len(models) > 1 else "The checkpoint")
         + " scored on every split as <code>deconfound evaluate</code> scores it, beside the "
-        f"context-only probe and chance; the {metric} with its 95 % interval over the samples."
+        f"context-only probe and chance; the {metric} with its 95 % interval over the samples "
+        "(how far it would move on another draw of the split, not across training seeds: "
+        "give several seeds' checkpoints for that)."
     )
     how = (
         "A model that reads the person scores about the same on every split; one that leans "
