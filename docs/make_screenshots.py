@@ -7,7 +7,7 @@ classifier (4 epochs), builds the 32-cluster dictionary with it, trains EMOT-Net
 writes the bias report with both, renders it with headless Chromium and cuts the page into
 ``bias-report.png`` (the summary, the clusters and the probe) and ``bias-report-model.png`` (the
 model's section). Every stage is kept under ``runs/bias-report-screenshots`` (``WORK=DIR`` to
-put it elsewhere) and reused when run again; about 15 minutes on 2 shared CPU cores. Needs Chromium
+put it elsewhere) and reused when run again; about 3 minutes on 2 idle CPU cores. Needs Chromium
 (Debian: ``apt-get install chromium``); the tests do not.
 """
 
