@@ -72,7 +72,7 @@ def score(scores: np.ndarray, targets: np.ndarray, metric: str) -> float | None:
 
 def score_interval(scores: np.ndarray, targets: np.ndarray, metric: str) -> list[float] | None:
     """The ``INTERVAL`` of :func:`score` over the samples."""
-    if metric == "accuracy":  # the mean of a 0/1 vector: resampled in one go
+    if metric == "accuracy":  # the mean of a 0/1 vector: the argmax taken once, not per resample
         correct = (scores.argmax(axis=1) == targets).astype(np.float64)
         return interval(lambda i: float(correct[i].mean()), len(correct), RESAMPLES[metric])
 
