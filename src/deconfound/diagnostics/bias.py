@@ -116,7 +116,7 @@ def cluster_stats(
         out |= _chi2(counts)
         out["purity"] = float(counts.max(axis=1).sum() / len(y))
     else:
-        usable = np.flatnonzero((labels.sum(axis=0) > 0) & (labels.sum(axis=0) < len(labels)))
+        usable = _varying(labels)
         out["per_class"] = {
             info.classes[c]: {"nmi": _nmi(table), **_chi2(table)}
             for c, table in zip(usable, _presence_tables(counts, sizes, usable), strict=True)
@@ -129,6 +129,13 @@ def cluster_stats(
         if info.task == "multiclass":
             out["nmi_context_emotion"] = float(nmi(labels.argmax(axis=1), contexts))
     return out
+
+
+def _varying(labels: np.ndarray) -> np.ndarray:
+    """The classes of multi-hot ``labels`` (N, C) both present and absent: those a
+    one-vs-rest measurement can tell apart."""
+    present = labels.sum(axis=0)
+    return np.flatnonzero((present > 0) & (present < len(labels)))
 
 
 def _counts(assignments: np.ndarray, labels: np.ndarray, num_clusters: int) -> np.ndarray:
@@ -166,8 +173,7 @@ def _dependence_intervals(
         if task == "multiclass":
             return [counts]
         sizes = np.bincount(assignments[i], minlength=num_clusters)
-        present = labels[i].sum(axis=0)
-        return _presence_tables(counts, sizes, np.flatnonzero((present > 0) & (present < len(i))))
+        return _presence_tables(counts, sizes, _varying(labels[i]))
 
     def statistic(i: np.ndarray) -> np.ndarray:
         found = [(_nmi(t), _chi2(t)["cramers_v"]) for t in tables(i)]
@@ -225,24 +231,25 @@ def context_probe(
                 truth = labels[split].argmax(axis=1)
                 scores = np.zeros((len(xs), info.num_classes))
                 scores[:, probe.classes_] = probe.predict_proba(xs)  # classes seen in training
+                value = score(scores, truth, "accuracy")
                 out["splits"][split] = {
                     "n": len(truth),
-                    "accuracy": score(scores, truth, "accuracy"),
-                    "interval": _held_out(split, train_split, scores, truth, "accuracy"),
+                    "accuracy": value,
+                    "interval": _held_out(split, train_split, value, scores, truth, "accuracy"),
                     "majority": float((truth == majority).mean()),
                     "uniform": 1 / info.num_classes,
                 }
             return out
-        usable = np.flatnonzero((y.sum(axis=0) > 0) & (y.sum(axis=0) < len(y)))
+        usable = _varying(y)
         probe = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(**PROBE)))
         probe.fit(x, y[:, usable])
         for split, xs in features.items():
             scores, truth = probe.predict_proba(xs), labels[split][:, usable]
-            present = truth.any(axis=0)
+            present, value = truth.any(axis=0), score(scores, truth, "mAP")
             out["splits"][split] = {
                 "n": len(truth),
-                "mAP": score(scores, truth, "mAP"),
-                "interval": _held_out(split, train_split, scores, truth, "mAP"),
+                "mAP": value,
+                "interval": _held_out(split, train_split, value, scores, truth, "mAP"),
                 "prevalence": float(truth[:, present].mean()) if present.any() else None,
                 "classes": int(present.sum()),
             }
@@ -250,11 +257,16 @@ def context_probe(
 
 
 def _held_out(
-    split: str, train_split: str, scores: np.ndarray, truth: np.ndarray, metric: str
+    split: str,
+    train_split: str,
+    value: float | None,
+    scores: np.ndarray,
+    truth: np.ndarray,
+    metric: str,
 ) -> list[float] | None:
-    """The probe's interval on a held-out split (None on the one it was fitted on, and where
-    no class is present)."""
-    if split == train_split or score(scores, truth, metric) is None:
+    """The interval of the probe's ``value`` on a held-out split (None on the one it was
+    fitted on, and where no class is present: ``value`` None)."""
+    if split == train_split or value is None:
         return None
     return score_interval(scores, truth, metric)
 

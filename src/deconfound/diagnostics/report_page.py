@@ -287,13 +287,10 @@ def _header(n: dict[str, Any]) -> str:
         errors = m.get("scene_errors")
         if errors and errors["splits"]:
             split = "test_anti" if "test_anti" in errors["splits"] else list(errors["splits"])[-1]
-            e = errors["splits"][split]
+            e, where = errors["splits"][split], "there" if split == lo else f"on {escape(split)}"
             label += (
-                f"; {_f(e['share'])} of its errors there name the scene's emotion (chance "
+                f"; {where}, {_f(e['share'])} of its errors name the scene's emotion (chance "
                 f"{_f(e['chance'])})"
-                if split == lo
-                else f"; on {escape(split)} {_f(e['share'])} of its errors name the scene's "
-                f"emotion (chance {_f(e['chance'])})"
             )
         cards.append(_card(f"{_f(scores[hi])} → {_f(scores[lo])}", label))
     sections = [

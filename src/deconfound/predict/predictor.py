@@ -265,16 +265,16 @@ class Predictor:
                 shown,
                 source,
                 make_views(s, sizes, fill, root, picture),
-                face if source == "detected" else None,
+                face,
             )
             for n, (s, shown, source, face) in enumerate(found)
         ]
 
     def _sample(
         self, name: str, box: Box, source: BoxSource, size: tuple[int, int]
-    ) -> tuple[Sample, Box, BoxSource, Box]:
+    ) -> tuple[Sample, Box, BoxSource, Box | None]:
         """A sample with the boxes the training data carried, the box a record shows, where it
-        came from, and the box it was made from."""
+        came from, and the face the detector found (None unless ``source`` is detected)."""
         if source == "detected":  # box is a face
             person, face = body_from_face(box, size), box
         elif "person" in self.boxes:  # box is a body
@@ -284,7 +284,7 @@ class Predictor:
         person = person if "person" in self.boxes else None
         face = face if "face" in self.boxes else None
         sample = Sample(Path(name), person, face, labels=())
-        return sample, person or face or box, source, box
+        return sample, person or face or box, source, box if source == "detected" else None
 
     def _run(self, people: list[_Person], out: list[Prediction | None]) -> None:
         """Predict ``people`` in one batch, into their places in ``out``."""
