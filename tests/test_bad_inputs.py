@@ -426,7 +426,13 @@ def test_a_damaged_real_format_is_named_by_train_and_data_check(
         return
     config = "groupwalk" if dataset == "groupwalk" else "mixbasic"
     views = VIEWS.get(dataset, "{face: 32}")
-    argv = ["train", "--config", config, *one_epoch_overrides(root, Path("runs"), views)]
+    streams = ("body", "context") if config == "groupwalk" else ()
+    argv = [
+        "train",
+        "--config",
+        config,
+        *one_epoch_overrides(root, Path("runs"), views, 4, streams),
+    ]
     if dataset != config:
         argv += [f"data.dataset={dataset}", "data.args={}"]
     fails(capsys, argv, cause, str(named))
@@ -443,7 +449,7 @@ def test_a_missing_data_root_is_named(
     argv = ["train", "--config", "groupwalk", *one_epoch_overrides(gone, Path("runs"), "{}")]
     argv.append("data.view_sizes={body: 32, whole: 32}")
     fails(capsys, argv, f"{gone}/annotations.csv: annotation file not found")
-    argv = ["train", "--config", "mixbasic", *one_epoch_overrides(gone, Path("runs"), "{}")]
+    argv = ["train", "--config", "mixbasic", *one_epoch_overrides(gone, Path("runs"), "{}", 4, ())]
     argv.append("data.view_sizes={face: 32}")
     fails(capsys, argv, f"{gone}: mixbasic root not found; check data.root")
 

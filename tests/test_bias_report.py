@@ -79,8 +79,8 @@ def made(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         scene_backbone = report_module.scene_backbone
 
-        def counting(d: DictionaryConfig) -> torch.nn.Module:
-            backbone = scene_backbone(d)
+        def counting(d: DictionaryConfig, *args: object) -> torch.nn.Module:
+            backbone = scene_backbone(d, *args)
             forward = backbone.forward
             backbone.forward = lambda x: embedded.append(len(x)) or forward(x)
             return backbone

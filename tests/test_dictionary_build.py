@@ -22,6 +22,7 @@ from deconfound.engine import train
 from deconfound.errors import ConfigError, DataError, DeconfoundError
 from deconfound.models import create_backbone
 from deconfound.models.backbones import Backbone
+from deconfound.models.weights import file_sha256
 from deconfound.pipelines.dictionary import build_dictionary
 
 
@@ -146,7 +147,7 @@ def test_scene_classifier_checkpoint_is_a_backbone_weights_file(tiny_root: Path,
     result = build_dictionary(
         _cfg(tiny_root, tmp_path, f"dictionary.weights={ckpt}"), progress=False
     )
-    assert result.dictionary.meta["weights_sha256"] == build_mod.file_sha256(ckpt)
+    assert result.dictionary.meta["weights_sha256"] == file_sha256(ckpt)
 
     two = train(load_config("emotnet_synthetic", run_overrides(tiny_root, tmp_path, epochs=1)))
     with pytest.raises(DeconfoundError, match="checkpoint with 2 backbones"):

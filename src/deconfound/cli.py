@@ -587,10 +587,23 @@ def _first_process() -> bool:
     return global_rank() == 0
 
 
+class _LevelFormatter(logging.Formatter):
+    """Messages as they are; warnings and errors start with their level (``warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
 def _quiet_lightning() -> None:
     import lightning  # noqa: F401 - it sets its loggers' levels on import; ours come after
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    root = logging.getLogger()
+    if not root.handlers:  # (as logging.basicConfig: nothing when a host configured logging)
+        handler = logging.StreamHandler()
+        handler.setFormatter(_LevelFormatter("%(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_utilities", "faiss.loader"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)

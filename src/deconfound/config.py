@@ -311,6 +311,9 @@ class TrainerConfig:
     """
 
     max_epochs: int = 10
+    limit_train_batches: int | None = None
+    """At most this many training batches an epoch (a quick check of a config at a data set's
+    full size; validation still sees the whole split); None: every batch."""
     seed: int = 0
     accelerator: str = "auto"
     devices: Any = 1
@@ -339,6 +342,8 @@ class TrainerConfig:
                     f"unknown trainer.{key} '{getattr(self, key)}'; choose {' or '.join(choices)}"
                 )
         _at_least(self.max_epochs, 1, "trainer.max_epochs")
+        if self.limit_train_batches is not None:
+            _at_least(self.limit_train_batches, 1, "trainer.limit_train_batches")
         _at_least(self.log_every_n_steps, 1, "trainer.log_every_n_steps")
         _at_least(self.num_nodes, 1, "trainer.num_nodes")
         if self.strategy not in STRATEGIES:

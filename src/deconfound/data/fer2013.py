@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +24,7 @@ from deconfound.data.annotations import Problems, parse_int, read_rows
 from deconfound.data.face_sets import SPLITS, check_split, one_line_message
 from deconfound.data.sample import ArrayImage, Box, DatasetInfo, Sample
 from deconfound.errors import DataError
+from deconfound.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +142,13 @@ class Fer2013Reader:
         return meta
 
     def _write(self, name: str, write: Callable[[IO[bytes]], object]) -> None:
-        """Write ``name`` in the cache all at once: to a temporary file, then renamed."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.cache)
-        try:
-            with os.fdopen(fd, "wb") as f:
+        """Write ``name`` in the cache all at once (:func:`deconfound.io.atomic_write`)."""
+
+        def to(tmp: Path) -> None:
+            with tmp.open("wb") as f:
                 write(f)
-            os.replace(tmp, self.cache / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(self.cache / name, to)
 
     def _remove_stale(self) -> None:
         """Remove the caches of earlier versions of this CSV."""

@@ -133,6 +133,9 @@ class DatasetInfo:
     """Whether its samples' ``confounder`` is something a user of the data set knows (the
     source data set of the mixed facial-expression sets), which training may use, rather than
     a hidden ground truth only evaluation may read (the synthetic context set's scene)."""
+    drawn: bool = False
+    """Whether its pictures are drawn by deconfound's generators rather than photographs: a
+    model trained on it cannot read photographs, and random weights are no omission there."""
 
     @property
     def num_classes(self) -> int:

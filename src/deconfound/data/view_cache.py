@@ -20,6 +20,7 @@ the others then read.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -40,7 +41,7 @@ from deconfound.data import sidecars
 from deconfound.data.sample import ArrayImage, ImageRef, Sample
 from deconfound.data.views import Fill, make_views
 from deconfound.errors import ConfigError, DataError
-from deconfound.io import atomic_write_text
+from deconfound.io import DiskFullError, atomic_write_text, free_space, human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +251,8 @@ def _build(
         job.layout, job.record = _layout(job.decode(0))
         for path in (data, done_path, folder / "manifest.json"):
             path.unlink(missing_ok=True)
-        with data.open("wb") as f:
-            f.truncate(n * job.record)
-        with done_path.open("wb") as f:
-            f.truncate(chunks)
+        data.touch()
+        done_path.touch()
         manifest = {
             **settings,
             "key": key,
@@ -264,6 +263,7 @@ def _build(
             "layout": job.layout,
         }
         atomic_write_text(folder / "manifest.json", json.dumps({**manifest, "complete": False}))
+    _reserve(folder, {data: n * job.record, done_path: chunks})
     done = np.memmap(done_path, np.uint8, "r+", shape=(chunks,))
     todo = [c for c in range(chunks) if not done[c]]
     if todo:
@@ -278,6 +278,28 @@ def _build(
     with data.open("rb+") as f:  # on disk before the manifest says complete
         os.fsync(f.fileno())
     atomic_write_text(folder / "manifest.json", json.dumps({**manifest, "complete": True}))
+
+
+def _reserve(folder: Path, sizes: dict[Path, int]) -> None:
+    """Give each file its size in blocks allocated on disk now: memory-mapped writes into a
+    sparse file on a full disk kill the writing process (SIGBUS), so a cache that cannot fit
+    stops here, in one line saying how much it needs."""
+    need = sum(max(0, size - os.stat(p).st_blocks * 512) for p, size in sizes.items())
+    free = free_space(folder)
+    full = DiskFullError(
+        f"{folder}: the view cache needs {human_bytes(need)} more and {human_bytes(free)} are "
+        "free there; set data.cache_dir to a folder with room (or data.cache=memory)"
+    )
+    if need > free:
+        raise full
+    for path, size in sizes.items():
+        with path.open("r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise full from None
+                f.truncate(size)  # a file system that cannot allocate ahead: sparse, as before
 
 
 def _map(job: _Job, chunks: list[int], workers: int) -> Iterator[int]:

@@ -271,7 +271,7 @@ def _features(
     they were made. Computed in a temporary folder; the training split starts from the chunks
     a dictionary build cached (linked, so they are never changed), which ``embed_contexts``
     uses when they were made with the same settings."""
-    backbone = scene_backbone(cfg.dictionary)
+    backbone = scene_backbone(cfg.dictionary, info)
     if loaded is not None and loaded.dim != backbone.num_features:
         raise DeconfoundError(
             f"{dictionary}: dictionary width is {loaded.dim} but its scene backbone "

@@ -17,6 +17,7 @@ from deconfound.engine.losses import make_loss, multiplicative
 from deconfound.engine.metrics import ReweightedAccuracy, make_metrics
 from deconfound.errors import ConfigError, DeconfoundError
 from deconfound.methods import get_method
+from deconfound.models import warn_random_streams
 
 
 class EmotionModule(L.LightningModule):
@@ -62,6 +63,8 @@ class EmotionModule(L.LightningModule):
             load_weights=load_weights,
             dictionary=dictionary,
         )
+        if load_weights:
+            warn_random_streams(self.model, self.info.name, drawn=self.info.drawn)
         self.val_metrics = make_metrics(self.info, "val/")
         self.test_metrics = make_metrics(self.info, "test/")
         self.val_reweighted = ReweightedAccuracy()

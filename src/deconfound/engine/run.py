@@ -124,6 +124,7 @@ def make_trainer(
     check_hardware(cfg.trainer)
     return _new_trainer(
         max_epochs=t.max_epochs,
+        limit_train_batches=t.limit_train_batches or 1.0,
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,

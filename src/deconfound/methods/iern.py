@@ -66,14 +66,6 @@ class IERNMethod(Method):
         dictionary: ConfounderDictionary | None = None,
     ) -> nn.Module:
         base = self.base(load_weights)
-        backbone = str(self.cfg.args.get("backbone", ""))
-        if load_weights and backbone.startswith("resnet") and not self.cfg.args.get("weights"):
-            log.warning(
-                "%s on a random %s: the paper (and mixbasic_iern) starts from ImageNet "
-                "weights; give them with model.args.weights=PATH",
-                self.name,
-                backbone,
-            )
         if not hasattr(base, "forward_map"):
             raise ConfigError(
                 f"model.intervention={self.name} needs a base model with a feature map "

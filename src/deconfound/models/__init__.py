@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
+
 from torch import nn
 
 from deconfound.config import ModelConfig, construct
 from deconfound.errors import ConfigError
-from deconfound.models.backbones import BACKBONES, Backbone, create_backbone
+from deconfound.models.backbones import BACKBONES, Backbone, create_backbone, suggested_weights
 from deconfound.models.caernet import CAERNet
 from deconfound.models.classifier import EmotionClassifier, IERNClassifier
 from deconfound.models.emoticon import EmotiCon
 from deconfound.models.emotnet import EmotNet
 from deconfound.models.gnncnn import GNNCNN
 from deconfound.models.single import SingleStream
+
+log = logging.getLogger(__name__)
 
 BASE_MODELS: dict[str, type[nn.Module]] = {
     "emotnet": EmotNet,
@@ -46,6 +51,42 @@ def create_base(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
     return model
 
 
+def warn_random_streams(model: nn.Module, dataset: str, *, drawn: bool) -> None:
+    """One warning line for each backbone of ``model`` that starts from random weights on a
+    real (not ``drawn``) data set: the stream, and the option that gives it weights."""
+    if drawn:
+        return
+    modules = dict(model.named_modules())
+    for path, module in modules.items():
+        if not isinstance(module, Backbone) or module.pretrained is not None:
+            continue
+        parent, _, stream = path.rpartition(".")
+        params = inspect.signature(type(modules[parent]).__init__).parameters
+        option = f"{stream}_weights" if f"{stream}_weights" in params else "weights"
+        log.warning(
+            "the %s stream (%s) of %s starts from random weights on %s; set model.args.%s=%s",
+            stream,
+            module.arch,
+            type(modules[parent]).__name__,
+            dataset,
+            option,
+            suggested_weights(module.arch),
+        )
+
+
+def warn_random_scene_backbone(backbone: Backbone, dataset: str, *, drawn: bool) -> None:
+    """One warning line when the scene backbone of a confounder dictionary starts from random
+    weights on a real (not ``drawn``) data set."""
+    if not drawn and backbone.pretrained is None:
+        log.warning(
+            "the scene backbone (dictionary.backbone=%s) starts from random weights on %s, so "
+            "its clusters group pixels, not scenes; set dictionary.weights=%s",
+            backbone.arch,
+            dataset,
+            suggested_weights(backbone.arch),
+        )
+
+
 __all__ = [
     "BACKBONES",
     "BASE_MODELS",
@@ -59,4 +100,6 @@ __all__ = [
     "SingleStream",
     "create_backbone",
     "create_base",
+    "warn_random_scene_backbone",
+    "warn_random_streams",
 ]

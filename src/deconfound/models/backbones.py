@@ -2,8 +2,10 @@
 
 Every backbone takes uint8 (or float in [0, 1]) images (B, 3, H, W), normalises them with the
 ImageNet statistics (or the config's ``model.input_mean`` / ``input_std``: :meth:`Backbone.
-set_normalisation`), and returns (B, num_features). Weights come only from a local file the user
-names; without one, the backbone starts from a random initialisation (and says so in the log).
+set_normalisation`), and returns (B, num_features). Weights come from a local file, a
+torchvision weights name or a timm tag (:mod:`deconfound.models.weights`); without them a
+backbone starts from a random initialisation, which :func:`deconfound.models.create_base`
+announces on real data.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from torch import nn
 
 from deconfound.config import IMAGENET_MEAN, IMAGENET_STD
 from deconfound.errors import DeconfoundError
+from deconfound.models.weights import (
+    fetch_torchvision,
+    fit_state,
+    is_file_spec,
+    read_state_dict,
+    timm_pretrained,
+    torchvision_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +38,18 @@ class Backbone(nn.Module):
     """A convolutional ``trunk`` (normalised images → feature map) with input normalisation.
 
     ``forward`` gives pooled features (B, num_features); ``forward_map`` the feature map
-    (B, num_features, h, w) that attention pooling and region features (RoIAlign) read.
+    (B, num_features, h, w) that attention pooling and region features (RoIAlign) read. The
+    last ``after_pool`` layers of a sequential trunk act on the pooled map (torchvision's
+    ConvNeXt normalises after its pool).
     """
 
-    def __init__(self, trunk: nn.Module, num_features: int) -> None:
+    def __init__(self, trunk: nn.Module, num_features: int, *, after_pool: int = 0) -> None:
         super().__init__()
         self.trunk = trunk
         self.num_features = num_features
+        self.after_pool = after_pool
+        self.arch = ""  # the name it was created by
+        self.pretrained: str | None = None  # its weights as given (file, name), None: random
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -53,10 +68,15 @@ class Backbone(nn.Module):
         return (x - self.mean) / self.std
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        if self.after_pool:
+            return self.trunk[: -self.after_pool](self.normalise(x))
         return self.trunk(self.normalise(x))  # (B, num_features, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_map(x).mean(dim=(2, 3))  # (B, num_features)
+        pooled = self.forward_map(x).mean(dim=(2, 3), keepdim=True)  # (B, num_features, 1, 1)
+        if self.after_pool:
+            pooled = self.trunk[-self.after_pool :](pooled)
+        return pooled.flatten(1)  # (B, num_features)
 
 
 class TimmBackbone(Backbone):
@@ -100,120 +120,136 @@ def caer_encoder() -> Backbone:
     return Backbone(nn.Sequential(*layers), chans[-1])
 
 
-def _torchvision(name: str) -> Callable[[], Backbone]:
-    def build() -> Backbone:
-        net = torchvision.models.get_model(name, weights=None)
-        if hasattr(net, "fc"):  # ResNets: every child before the pool, keys kept as they are
-            num_features = net.fc.in_features
-            children = [(k, m) for k, m in net.named_children() if k not in ("avgpool", "fc")]
-            return Backbone(nn.Sequential(OrderedDict(children)), num_features)
-        if hasattr(net, "features"):  # MobileNet, EfficientNet, ...: the convolutional part
-            num_features = net.classifier[-1].in_features
-            return Backbone(nn.Sequential(OrderedDict(features=net.features)), num_features)
+# torchvision families whose forward pass is not a plain "feature map, then pool, then
+# classifier": refused in one line rather than cut wrong
+_NOT_CONVOLUTIONAL = ("vit_", "maxvit", "googlenet", "inception", "raft", "swin3d")
+
+
+def _trunk_of(net: nn.Module, name: str) -> nn.Module:
+    """The convolutional part of torchvision classifier ``net``: every layer before its global
+    pool, keys named as in ``net`` (so ``net``'s state dict loads into it), ending in a
+    feature map (B, C, h, w)."""
+    parts: list[tuple[str, nn.Module]]
+    if name.startswith("densenet"):  # the final ReLU is a function call in its forward
+        parts = [("features", net.features), ("relu", nn.ReLU(inplace=False))]
+    elif name.startswith("convnext"):  # its LayerNorm, after the pool (Backbone.after_pool)
+        parts = [("features", net.features), ("classifier", nn.Sequential(net.classifier[0]))]
+    elif name.startswith("swin"):  # channels-last blocks, normed and permuted back
+        parts = [("features", net.features), ("norm", net.norm), ("permute", net.permute)]
+    elif name.startswith("mnasnet"):
+        parts = [("layers", net.layers)]
+    elif hasattr(net, "fc"):  # ResNet, ResNeXt, Wide ResNet, RegNet, ShuffleNet
+        parts = [(k, m) for k, m in net.named_children() if k not in ("avgpool", "fc")]
+    elif hasattr(net, "features"):  # MobileNet, EfficientNet, VGG, AlexNet, SqueezeNet
+        parts = [("features", net.features)]
+    else:
+        raise DeconfoundError(f"backbone 'torchvision:{name}': not a convolutional classifier")
+    return nn.Sequential(OrderedDict(parts))
+
+
+def _width(trunk: nn.Module) -> int:
+    """The number of channels of ``trunk``'s feature map, by a forward pass with its weights
+    swapped for meta tensors (no memory, no arithmetic, the trunk itself untouched)."""
+    tensors = {**dict(trunk.named_parameters()), **dict(trunk.named_buffers())}
+    meta = {k: torch.empty_like(v, device="meta") for k, v in tensors.items()}
+    x = torch.empty(1, 3, 224, 224, device="meta")
+    with torch.no_grad():
+        return int(torch.func.functional_call(trunk, meta, (x,)).shape[1])
+
+
+def _torchvision(model: str, weights: str | Path | None) -> Backbone:
+    if model.startswith(_NOT_CONVOLUTIONAL) or model not in torchvision.models.list_models(
+        torchvision.models
+    ):
+        known = model in torchvision.models.list_models()
         raise DeconfoundError(
-            f"backbone 'torchvision:{name}' is not a ResNet- or MobileNet-like CNN"
+            f"backbone 'torchvision:{model}': "
+            + (
+                "not a convolutional classifier with a feature map"
+                if known
+                else f"torchvision has no model '{model}'"
+            )
+            + "; choose a CNN such as resnet50, mobilenet_v2, efficientnet_b0, densenet121 or "
+            "convnext_tiny (torchvision.models.list_models(torchvision.models))"
         )
-
-    build.__doc__ = f"torchvision's {name} without its pool and classifier."
-    return build
-
-
-BACKBONES: dict[str, Callable[[], Backbone]] = {
-    "small_cnn": small_cnn,
-    "caer_encoder": caer_encoder,
-    "resnet18": _torchvision("resnet18"),
-    "resnet50": _torchvision("resnet50"),
-    "resnet152": _torchvision("resnet152"),
-    "mobilenet_v2": _torchvision("mobilenet_v2"),
-}
+    net = torchvision.models.get_model(model, weights=None)
+    trunk = _trunk_of(net, model)
+    backbone = Backbone(trunk, _width(trunk), after_pool=int(model.startswith("convnext")))
+    if weights is not None and not is_file_spec(weights):
+        tv = torchvision_weights(model, str(weights))
+        fit_state(trunk, fetch_torchvision(tv), f"{type(tv).__name__}.{tv.name}", arch=model)
+    elif weights is not None:
+        fit_state(trunk, read_state_dict(weights), str(weights), arch=model)
+    return backbone
 
 
-def _timm(name: str) -> Backbone:
+def _timm(model: str, weights: str | Path | None) -> Backbone:
     import timm
 
-    try:
-        net = timm.create_model(name, pretrained=False, num_classes=0)
-    except RuntimeError as e:  # unknown model
-        raise DeconfoundError(f"backbone 'timm:{name}': {e}") from None
+    if weights is not None and not is_file_spec(weights):
+        net = timm_pretrained(model, str(weights), num_classes=0)
+    else:
+        try:
+            net = timm.create_model(model, pretrained=False, num_classes=0)
+        except RuntimeError as e:  # unknown model
+            raise DeconfoundError(f"backbone 'timm:{model}': {e}") from None
+        if weights is not None:
+            fit_state(net, read_state_dict(weights), str(weights), arch=model)
+    pooled = getattr(net, "head_hidden_size", net.num_features)
+    if pooled != net.num_features:
+        raise DeconfoundError(
+            f"backbone 'timm:{model}' pools its {net.num_features}-channel map through a "
+            f"hidden layer to {pooled} features; deconfound needs one width for both, so "
+            "choose another model (or its torchvision version)"
+        )
     return TimmBackbone(net, net.num_features)
 
 
-def create_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
-    """Build backbone ``name`` and load ``weights`` (a local file) into it if given.
+_OWN: dict[str, Callable[[], Backbone]] = {"small_cnn": small_cnn, "caer_encoder": caer_encoder}
+BACKBONES: tuple[str, ...] = (*_OWN, "resnet18", "resnet50", "resnet152", "mobilenet_v2")
+"""The short backbone names; the last four are torchvision's (``torchvision:<name>``)."""
 
-    ``name`` is one of ``BACKBONES``, ``torchvision:<model>`` for any torchvision classification
-    model, or ``timm:<model>`` for any timm model (both without their classifier).
+
+def create_backbone(name: str, *, weights: str | Path | None = None) -> Backbone:
+    """Build backbone ``name`` and load ``weights`` into it if given.
+
+    Args:
+        name: one of ``BACKBONES``, ``torchvision:<model>`` for a torchvision CNN classifier,
+            or ``timm:<model>`` for a timm model (each without its classifier).
+        weights: a local file, a torchvision weights name (``IMAGENET1K_V1``, ``DEFAULT``)
+            or a timm pretrained tag (see :mod:`deconfound.models.weights`); None for a
+            random initialisation.
     """
     family, _, model = name.partition(":")
     if family == "timm" and model:
-        backbone = _timm(model)
+        backbone = _timm(model, weights)
     elif family == "torchvision" and model:
-        if model not in torchvision.models.list_models(torchvision.models):
-            raise DeconfoundError(f"backbone '{name}': torchvision has no model '{model}'")
-        backbone = _torchvision(model)()
+        backbone = _torchvision(model, weights)
+    elif name in _OWN:
+        backbone = _OWN[name]()
+        if weights is not None and not is_file_spec(weights):
+            raise DeconfoundError(
+                f"backbone '{name}' has no published weights, so '{weights}' names none; give "
+                "a local file or null"
+            )
+        if weights is not None:
+            fit_state(backbone.trunk, read_state_dict(weights), str(weights))
     elif name in BACKBONES:
-        backbone = BACKBONES[name]()
+        backbone = _torchvision(name, weights)
     else:
         raise DeconfoundError(
             f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}, "
             "torchvision:<model> or timm:<model>"
         )
-    if weights is None:
-        log.debug("backbone %s: random initialisation (no weights file given)", name)
-    else:
-        load_weights(backbone.trunk, weights)
+    backbone.arch = name
+    backbone.pretrained = None if weights is None else str(weights)
     return backbone
 
 
-CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.")
-
-
-def load_weights(trunk: nn.Module, path: str | Path) -> None:
-    """Load a local weights file into ``trunk``.
-
-    Accepts a plain state dict, a checkpoint holding one under ``state_dict`` or ``model``
-    (as in the Places365 ``.pth.tar`` releases), keys prefixed with ``module.``, and deconfound
-    checkpoints of a model with one backbone (such as the ``single_stream`` scene classifier);
-    the source model's classifier is dropped. Any other missing or unexpected key is an error.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DeconfoundError(f"weights file {path} not found; give the path of a local file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DeconfoundError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    if any(k.startswith("model.base.") for k in state):  # a deconfound checkpoint
-        state = _backbone_of_checkpoint(state, path)
-    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
-    try:
-        missing, unexpected = trunk.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shapes differ
-        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e))
-        raise DeconfoundError(
-            f"{path}: weights do not fit this backbone ({first}); check the backbone name"
-        ) from None
-    if missing or unexpected:
-        raise DeconfoundError(
-            f"{path}: weights do not fit this backbone ({len(missing)} missing keys, e.g. "
-            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}); "
-            "check the backbone name"
-        )
-    log.info("loaded backbone weights from %s", path)
-
-
-def _backbone_of_checkpoint(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-    """The one backbone trunk inside a deconfound checkpoint's state dict."""
-    prefixes = sorted({k[: k.index(".trunk.") + 7] for k in state if ".trunk." in k})
-    if len(prefixes) != 1:
-        raise DeconfoundError(
-            f"{path}: a deconfound checkpoint with {len(prefixes)} backbones "
-            f"({', '.join(p.removesuffix('.trunk.') for p in prefixes) or 'none'}); "
-            "give the checkpoint of a single_stream model (such as the scene classifier)"
-        )
-    (prefix,) = prefixes
-    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+def suggested_weights(arch: str) -> str:
+    """What to give a ``weights`` option of backbone ``arch`` to start it pretrained."""
+    if arch.startswith("timm:"):
+        return "DEFAULT (timm's pretrained tag) or a local file"
+    if arch in _OWN:
+        return f"a local file ({arch} has no published weights)"
+    return "IMAGENET1K_V1 (torchvision's ImageNet weights) or a local file"

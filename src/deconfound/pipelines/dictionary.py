@@ -35,7 +35,9 @@ from deconfound.data.views import FILLS
 from deconfound.distributed import ALONE, Peers, join_peers
 from deconfound.errors import ConfigError, DeconfoundError
 from deconfound.io import atomic_write, atomic_write_text
+from deconfound.models import warn_random_scene_backbone
 from deconfound.models.backbones import Backbone, create_backbone
+from deconfound.models.weights import describe, is_file_spec
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def build_dictionary(cfg: Config, *, progress: bool = True) -> BuildResult:
             "samples; lower it"
         )
     with join_peers() as group:
-        backbone = scene_backbone(d)
+        backbone = scene_backbone(d, reader.info)
         cache = Path(f"{path}.features")
         features, meta = embed_contexts(
             cfg, samples, reader.info, backbone, cache, progress=progress, peers=group
@@ -141,12 +143,15 @@ def _cluster(
     return BuildResult(dictionary, path, result.labels, labels, contexts, ari)
 
 
-def scene_backbone(d: DictionaryConfig) -> Backbone:
-    """The scene backbone ``d`` names, with its ``weights`` file (without one, the same random
-    weights each time, drawn from ``d.seed``)."""
+def scene_backbone(d: DictionaryConfig, info: DatasetInfo | None = None) -> Backbone:
+    """The scene backbone ``d`` names, with its ``weights`` (without them, the same random
+    weights each time, drawn from ``d.seed``, and a warning on ``info``'s real data set)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(d.seed)
-        return create_backbone(d.backbone, weights=d.weights)
+        backbone = create_backbone(d.backbone, weights=d.weights)
+    if info is not None:
+        warn_random_scene_backbone(backbone, info.name, drawn=info.drawn)
+    return backbone
 
 
 def embed_contexts(
@@ -168,7 +173,7 @@ def embed_contexts(
     meta: dict[str, Any] = {
         "backbone": d.backbone,
         "weights": str(d.weights) if d.weights else None,
-        "weights_sha256": file_sha256(d.weights) if d.weights else None,
+        "weights_sha256": describe(d.weights) if d.weights and is_file_spec(d.weights) else None,
         "mask_fill": d.mask_fill,
         "image_size": d.image_size,
         "dataset": cfg.data.dataset,
@@ -176,7 +181,8 @@ def embed_contexts(
         "num_samples": len(samples),
         "dataset_fingerprint": fingerprint(samples, cfg.data.root),
     }
-    key = {k: v for k, v in meta.items() if k != "weights"}  # the file's hash, not its path
+    # a file's hash, not its path; a torchvision or timm name as it is
+    key = {k: v for k, v in meta.items() if k != "weights" or not (v and is_file_spec(v))}
     gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     device = "cpu"
     if gpu:
@@ -363,12 +369,3 @@ def fingerprint(samples: list[Sample], root: str | os.PathLike[str]) -> str:
         )
         h.update(json.dumps(record).encode())
     return h.hexdigest()[:16]
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()

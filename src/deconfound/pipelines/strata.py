@@ -19,10 +19,10 @@ from deconfound.causal.dictionary import ConfounderDictionary
 from deconfound.config import Config, DictionaryConfig
 from deconfound.data.sample import DatasetInfo, Sample
 from deconfound.errors import DeconfoundError
+from deconfound.models.weights import file_sha256, is_file_spec
 from deconfound.pipelines.dictionary import (
     check_settings,
     embed_contexts,
-    file_sha256,
     fingerprint,
     scene_backbone,
 )
@@ -47,11 +47,11 @@ def embedding_settings(
     d = copy.deepcopy(cfg.dictionary)
     check_settings(d)
     if loaded is None:
-        if d.weights and not Path(d.weights).is_file():
+        if d.weights and is_file_spec(d.weights) and not Path(d.weights).is_file():
             raise DeconfoundError(
-                f"dictionary.weights={d.weights} (the scene backbone's weights) not found; train "
-                "it (`deconfound train --config scenes_synthetic` on the synthetic set), give "
-                "--dictionary PATH, or set dictionary.weights=null for random weights"
+                f"dictionary.weights={d.weights} (the scene backbone's weights) not found; give "
+                "the file, name pretrained weights (dictionary.backbone=mobilenet_v2 "
+                "dictionary.weights=IMAGENET1K_V1), or give a built dictionary: --dictionary PATH"
             )
         return d, []
     meta, notes = loaded.meta, []

@@ -106,10 +106,6 @@ class _Person:
     face: Box | None = None  # the detector's, for a detected person
 
 
-SYNTHETIC_SETS = ("synthetic", "synthetic_faces")
-"""Data sets of drawn pictures: a model trained on one is warned about on real images."""
-
-
 class Predictor:
     """A trained checkpoint ready to predict the emotions of the people in any image.
 
@@ -149,7 +145,7 @@ class Predictor:
                 "the scene classifier behind a dictionary) does not recognise emotions; give an "
                 "emotion model's checkpoint"
             )
-        if module.info.name in SYNTHETIC_SETS:
+        if module.info.drawn:
             log.warning(
                 "%s was trained on a drawn data set (%s): it has seen drawn figures only and "
                 "cannot read photographs",

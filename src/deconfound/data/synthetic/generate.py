@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,7 +51,7 @@ from deconfound.data.synthetic.render import (
 )
 from deconfound.data.synthetic.sidecars import sidecar_paths, write_sidecars
 from deconfound.errors import DataError
-from deconfound.io import read_meta
+from deconfound.io import read_meta, staged_folder
 
 FORMAT = "deconfound-synthetic/4"
 PERSON_SPLITS = ("train", "val", "test_iid", "test_balanced", "test_anti")
@@ -170,7 +169,8 @@ def generate(
     """Write the benchmark under ``root`` (cached: an identical existing set is reused).
 
     The set is written to ``<root>.partial`` and renamed into place when complete, so an
-    interrupted run leaves no half-written set behind; the next call starts it again.
+    interrupted run (or a full disk, said in one line) leaves no half-written set behind; the
+    next call starts it again.
     """
     cfg = cfg or SynthConfig()
     root = Path(root)
@@ -190,30 +190,25 @@ def generate(
         )
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(f"{root} exists and is not a synthetic set; choose an empty directory")
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    jobs, rows, scene_rows = _plan_jobs(tmp, cfg)
-    workers = workers or min(4, os.cpu_count() or 1)
-    with ProcessPoolExecutor(workers) as pool:
-        results = pool.map(_render, jobs, chunksize=64)
-        boxes = list(tqdm(results, total=len(jobs), desc="drawing", disable=not progress))
-    for row, box in zip(rows, boxes[: len(rows)], strict=True):
-        assert box is not None
-        row.update(_box_columns("person", box[0]) | _box_columns("face", box[1]))
-    _write_csv(tmp / "annotations.csv", ANNOTATION_COLUMNS, rows)
-    _write_csv(tmp / "scenes.csv", SCENE_COLUMNS, scene_rows)
-    meta = {
-        "format": FORMAT,
-        "config": asdict(cfg),
-        "emotions": list(EMOTIONS),
-        "scenes": [{"name": s.name, "preferred": s.preferred} for s in SCENES],
-        "measured_rho": _measured_rho(rows),
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    root.parent.mkdir(parents=True, exist_ok=True)
-    if root.exists():
-        root.rmdir()
-    tmp.rename(root)
+    with staged_folder(root) as tmp:
+        jobs, rows, scene_rows = _plan_jobs(tmp, cfg)
+        workers = workers or min(4, os.cpu_count() or 1)
+        with ProcessPoolExecutor(workers) as pool:
+            results = pool.map(_render, jobs, chunksize=64)
+            boxes = list(tqdm(results, total=len(jobs), desc="drawing", disable=not progress))
+        for row, box in zip(rows, boxes[: len(rows)], strict=True):
+            assert box is not None
+            row.update(_box_columns("person", box[0]) | _box_columns("face", box[1]))
+        _write_csv(tmp / "annotations.csv", ANNOTATION_COLUMNS, rows)
+        _write_csv(tmp / "scenes.csv", SCENE_COLUMNS, scene_rows)
+        meta = {
+            "format": FORMAT,
+            "config": asdict(cfg),
+            "emotions": list(EMOTIONS),
+            "scenes": [{"name": s.name, "preferred": s.preferred} for s in SCENES],
+            "measured_rho": _measured_rho(rows),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return root
 
 

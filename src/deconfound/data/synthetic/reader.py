@@ -29,6 +29,7 @@ INFO = DatasetInfo(
     task="multiclass",
     splits=PERSON_SPLITS,
     boxes=("person", "face"),
+    drawn=True,
 )
 SCENES_INFO = DatasetInfo(
     name="synthetic_scenes",
@@ -36,6 +37,7 @@ SCENES_INFO = DatasetInfo(
     task="multiclass",
     splits=SCENE_SPLITS,
     boxes=(),
+    drawn=True,
 )
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from tqdm import tqdm
 from deconfound.data.sample import BASIC_EMOTIONS
 from deconfound.data.synthetic_faces.render import STYLES, Identity, draw_face, sample_identity
 from deconfound.errors import DataError
-from deconfound.io import read_meta
+from deconfound.io import read_meta, staged_folder
 
 FORMAT = "deconfound-synthetic-faces/1"
 DATASET = "SyntheticFaces"
@@ -279,23 +278,15 @@ def generate(
     same config and format is returned untouched).
 
     The set is written to ``<root>.partial`` and renamed into place when complete, so an
-    interrupted run leaves no half-written set behind; the next call starts it again.
+    interrupted run (or a full disk, said in one line) leaves no half-written set behind; the
+    next call starts it again.
     """
     cfg = cfg or FaceSynthConfig()
     root = Path(root)
     if _is_cached(root, cfg):
         return root
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_folder(root) as tmp:
         _write(tmp, cfg, workers or min(4, os.cpu_count() or 1), progress)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    root.parent.mkdir(parents=True, exist_ok=True)
-    if root.exists():
-        root.rmdir()
-    tmp.rename(root)
     return root
 
 

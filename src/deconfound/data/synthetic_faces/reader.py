@@ -17,6 +17,7 @@ INFO = DatasetInfo(
     splits=SPLITS,
     boxes=("face",),
     observed_confounder=True,
+    drawn=True,
 )
 SOURCES: tuple[str, ...] = tuple(style.name for style in STYLES)
 """The source folders, in confounder order."""
