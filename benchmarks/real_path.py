@@ -55,6 +55,10 @@ from deconfound.data.emotic import CATEGORIES
 
 EMOTIC_PEOPLE = {"train": 23_266, "val": 3_315, "test": 7_203}  # quoted (datasets.md)
 CAER_FRAMES = {"train": 49_000, "test": 21_000}  # about 70 000, split 70 / 30 (assumed)
+FULL_SAMPLES = {  # samples per split the readers make of the real releases
+    "emotic": EMOTIC_PEOPLE,
+    "caer_s": {"train": 44_100, "val": 4_900, "test": 21_000},  # val: 10 % of train
+}
 ROWS = tuple(
     f"{dataset}_{model}{ccim}"
     for dataset in ("emotic", "caer_s")
@@ -162,6 +166,13 @@ class Stage:
     note: str = ""
 
 
+def report(s: Stage) -> None:
+    """Print a finished stage as a row of the Markdown table (at once: a stopped run keeps
+    what it measured)."""
+    cells = (s.row, s.stage, f"{s.seconds:.1f}", f"{s.peak_mb:.0f}", f"{s.disk_mb:.1f}", s.note)
+    print("| " + " | ".join(cells) + " |", flush=True)
+
+
 def allocated(*paths: Path) -> int:
     """Bytes allocated on disk under ``paths``."""
     total = 0
@@ -192,6 +203,25 @@ def run(argv: list[str], env: dict[str, str], watch: list[Path]) -> tuple[float,
         (allocated(*watch) - before) / 1e6,
         last[-1] if last else "",
     )
+
+
+def view_caches(root: Path) -> set[Path]:
+    """The complete view caches under ``root``'s default cache folder."""
+    found = set()
+    for manifest in (root / ".deconfound-cache" / "views").glob("*/*/manifest.json"):
+        if json.loads(manifest.read_text()).get("complete"):
+            found.add(manifest.parent)
+    return found
+
+
+def full_size(caches: set[Path], dataset: str) -> float:
+    """Bytes the view caches ``caches`` would take on the real release: each split's record
+    size (from its manifest) times the split's real number of samples."""
+    total = 0
+    for folder in caches:
+        record = json.loads((folder / "manifest.json").read_text())["record_bytes"]
+        total += record * FULL_SAMPLES[dataset][folder.name.split("-")[0]]
+    return total
 
 
 def weight_overrides(row: str, paper: bool) -> tuple[list[str], str]:
@@ -229,8 +259,11 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="real-path-"))
     env = {**os.environ, "TORCH_HOME": str(seed_torch_hub(out / "torch-home"))}
-    stages: list[Stage] = []
+    print(f"real_path: scale {args.scale}, {args.steps} training steps, out {out}")
+    print("| row | stage | seconds | peak RSS (MB) | disk written (MB) | note |")
+    print("|---|---|---|---|---|---|", flush=True)
     roots: dict[str, Path] = {}
+    clusters: dict[str, list[str]] = {}  # a smaller dictionary where a tiny copy needs one
     for row in args.rows:
         dataset = "caer_s" if row.startswith("caer_s") else "emotic"
         root = roots.get(dataset)
@@ -238,7 +271,9 @@ def main() -> None:
             root = roots[dataset] = out / dataset
             start = time.perf_counter()
             counts = (write_caer if dataset == "caer_s" else write_emotic)(root, args.scale)
-            stages.append(
+            k = min(256, counts["train"] // 4)
+            clusters[dataset] = [f"dictionary.num_clusters={k}"] if k < 256 else []
+            report(
                 Stage(
                     dataset,
                     "write copy",
@@ -251,12 +286,13 @@ def main() -> None:
             argv = ["data", "check", str(root), "--dataset", dataset]
             if dataset == "caer_s":
                 argv += ["--arg", f"faces={root / 'faces.csv'}"]
-            stages.append(Stage(dataset, "data check", *run(argv, env, [root])))
+            report(Stage(dataset, "data check", *run(argv, env, [root])))
         weights, note = weight_overrides(row, args.paper_weights)
         runs = out / "runs"
         common = [
             *data_overrides(dataset, root, args.steps),
             *weights,
+            *clusters[dataset],
             f"out_dir={runs}",
             f"name={row}",
         ]
@@ -271,34 +307,26 @@ def main() -> None:
                 *common,
                 f"model.dictionary={dictionary}",
             ]
-            stages.append(
-                Stage(dataset, "dictionary build", *run(argv, env, [root, dictionary.parent]))
-            )
+            report(Stage(dataset, "dictionary build", *run(argv, env, [root, dictionary.parent])))
         train = ["train", "--config", row, *common]
         if ccim:
             train.append(f"model.dictionary={dictionary}")
+        before = view_caches(root)
         seconds, peak, disk, _ = run(train, env, [root, runs])
-        stages.append(Stage(row, f"train ({args.steps} steps + val)", seconds, peak, disk, note))
+        new = view_caches(root) - before
+        cached = f"{full_size(new, dataset) / 1e9:.1f} GB" if new else "an earlier row's"
+        note += f"; view caches it made, at full size: {cached}"
+        report(Stage(row, f"train ({args.steps} steps + val)", seconds, peak, disk, note))
         ckpt = runs / row / "checkpoints" / "last.ckpt"
-        stages.append(
+        report(
             Stage(
                 row, "evaluate (test)", *run(["evaluate", "--checkpoint", str(ckpt)], env, [root])
             )
         )
         if ccim:
-            argv = ["bias-report", "--dictionary", str(dictionary), "--checkpoint", str(ckpt)]
-            argv += [
-                "--out",
-                str(out / "reports" / row),
-                *data_overrides(dataset, root, args.steps),
-            ]
-            stages.append(Stage(row, "bias-report", *run(argv, env, [root, out / "reports"])))
-    print(f"real_path: scale {args.scale}, {args.steps} training steps, out {out}")
-    print("| row | stage | seconds | peak RSS (MB) | disk written (MB) | note |")
-    print("|---|---|---|---|---|---|")
-    for s in stages:
-        cells = (s.row, s.stage, f"{s.seconds:.1f}", f"{s.peak_mb:.0f}", f"{s.disk_mb:.1f}", s.note)
-        print("| " + " | ".join(cells) + " |")
+            argv = ["bias-report", "--config", row, "--dictionary", str(dictionary)]
+            argv += ["--checkpoint", str(ckpt), "--out", str(out / "reports" / row), *common]
+            report(Stage(row, "bias-report", *run(argv, env, [root, out / "reports"])))
 
 
 if __name__ == "__main__":

@@ -99,3 +99,14 @@ def test_input_normalisation_is_a_config_setting_kept_by_the_checkpoint(
         assert torch.allclose(b.normalise(x)[0, :, 0, 0], torch.tensor([2.0, 1.0, 1.0]))
     with pytest.raises(DeconfoundError, match="'model.input_std' must be three numbers"):
         load_config("emotnet_synthetic", ["model.input_std=[0.5, 0, 0.5]"])
+
+
+def test_limit_train_batches_stops_each_epoch_early_and_validates_fully(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    overrides = [*run_overrides(tiny_root, tmp_path, epochs=2), "trainer.limit_train_batches=3"]
+    result = train(load_config("emotnet_synthetic", overrides))
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1 and last["global_step"] == 2 * 3  # 420 samples: 14 batches an epoch
+    with pytest.raises(DeconfoundError, match="'trainer.limit_train_batches' must be at least 1"):
+        load_config("emotnet_synthetic", [*overrides, "trainer.limit_train_batches=0"])

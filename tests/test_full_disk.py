@@ -26,8 +26,12 @@ def _mount(folder: Path, size: str) -> bool:
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
-    """A tmpfs of ``request.param`` (default 600 kB) at ``tmp_path/disk``."""
+def small_disk(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A tmpfs of ``request.param`` (default 600 kB) at ``tmp_path/disk``; the test runs in
+    ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
     disk = tmp_path / "disk"
     if not _mount(disk, getattr(request, "param", "600k")):
         pytest.skip("cannot mount a tmpfs here (needs root)")
@@ -56,9 +60,8 @@ def test_atomic_write_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk: 
 
 
 def test_synth_on_a_full_disk_names_the_set_and_leaves_no_partial_set(
-    small_disk: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    small_disk: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.chdir(small_disk.parent)
     out = small_disk / "set"
     fails(capsys, ["synth", "--out", str(out), "--size", "train=400"], str(out), "no space left")
     assert list(small_disk.iterdir()) == []
@@ -68,9 +71,7 @@ def test_view_cache_that_cannot_fit_says_how_much_it_needs(
     small_disk: Path,
     tiny_copy: Path,
     capsys: pytest.CaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(small_disk.parent)
     argv = ["train", "--config", "emotnet_synthetic", *fast(tiny_copy), "dictionary.weights=null"]
     lines = fails(capsys, [*argv, f"data.cache_dir={small_disk}"], "the view cache needs")
     assert "data.cache_dir" in lines[0] and str(small_disk) in lines[0]
@@ -83,9 +84,7 @@ def test_checkpoint_on_a_full_disk_is_one_line_and_leaves_no_partial_checkpoint(
     small_disk: Path,
     tiny_copy: Path,
     capsys: pytest.CaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(small_disk.parent)
     argv = ["train", "--config", "emotnet_synthetic", *fast(tiny_copy), "data.cache=memory"]
     argv += ["dictionary.weights=null", f"out_dir={small_disk}"]
     lines = fails(capsys, argv, "no space left on the device")
@@ -98,9 +97,7 @@ def test_dictionary_on_a_full_disk_is_one_line_and_leaves_nothing_partial(
     small_disk: Path,
     tiny_copy: Path,
     capsys: pytest.CaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(small_disk.parent)
     argv = ["dictionary", "build", "--config", "emotnet_synthetic", f"data.root={tiny_copy}"]
     argv += ["dictionary.weights=null", "dictionary.image_size=32", "dictionary.num_clusters=4"]
     argv += ["data.cache=memory", f"model.dictionary={small_disk / 'd.safetensors'}"]

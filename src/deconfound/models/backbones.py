@@ -4,8 +4,8 @@ Every backbone takes uint8 (or float in [0, 1]) images (B, 3, H, W), normalises 
 ImageNet statistics (or the config's ``model.input_mean`` / ``input_std``: :meth:`Backbone.
 set_normalisation`), and returns (B, num_features). Weights come from a local file, a
 torchvision weights name or a timm tag (:mod:`deconfound.models.weights`); without them a
-backbone starts from a random initialisation, which :func:`deconfound.models.create_base`
-announces on real data.
+backbone starts from a random initialisation, announced on real data
+(:func:`deconfound.models.warn_random_streams`).
 """
 
 from __future__ import annotations
@@ -120,9 +120,9 @@ def caer_encoder() -> Backbone:
     return Backbone(nn.Sequential(*layers), chans[-1])
 
 
-# torchvision families whose forward pass is not a plain "feature map, then pool, then
-# classifier": refused in one line rather than cut wrong
-_NOT_CONVOLUTIONAL = ("vit_", "maxvit", "googlenet", "inception", "raft", "swin3d")
+# torchvision classifiers whose forward pass is not "feature map, then pool, then classifier"
+# (transformers on tokens; auxiliary heads and input transforms): refused rather than cut wrong
+_REFUSED = ("vit_", "maxvit", "googlenet", "inception")
 
 
 def _trunk_of(net: nn.Module, name: str) -> nn.Module:
@@ -158,7 +158,7 @@ def _width(trunk: nn.Module) -> int:
 
 
 def _torchvision(model: str, weights: str | Path | None) -> Backbone:
-    if model.startswith(_NOT_CONVOLUTIONAL) or model not in torchvision.models.list_models(
+    if model.startswith(_REFUSED) or model not in torchvision.models.list_models(
         torchvision.models
     ):
         known = model in torchvision.models.list_models()

@@ -58,16 +58,6 @@ def is_file_spec(weights: str | Path) -> bool:
     )
 
 
-def describe(weights: str | Path | None) -> str | None:
-    """A stable identity of ``weights`` for records and cache keys: a file's SHA-256, or the
-    name itself (torchvision's and timm's files never change under one name)."""
-    if weights is None:
-        return None
-    if is_file_spec(weights):
-        return file_sha256(weights)
-    return str(weights)
-
-
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -111,7 +101,7 @@ def fetch_torchvision(weights: torchvision.models.WeightsEnum) -> dict[str, torc
     except Exception as e:  # no network, a proxy error, a truncated file, a full disk ...
         reason = " ".join(str(e).split()) or type(e).__name__
         raise DeconfoundError(
-            f"weights {full}: {target} is not in the cache and cannot be downloaded ({reason}); "
+            f"weights {full}: {target} could not be read from the cache nor downloaded ({reason}); "
             f"put the file {weights.url} at {target} (or set TORCH_HOME), or give a local file"
         ) from None
 
@@ -220,9 +210,7 @@ def _check_caffe(
     (and, for ResNets, stride in another convolution): they would load without a mismatched
     shape and compute other features. The Places365 authors publish ResNet-152 only in those
     forms, so a 365-way ResNet-152 is one of them; so is a file with Caffe's layer names."""
-    caffe_names = any(
-        re.match(r"^(bn_conv1|scale_conv1|res\d+[a-z]_branch|conv1_\d+/)", k) for k in state
-    )
+    caffe_names = any(re.match(r"^(bn_conv1|scale_conv1|res\d+[a-z]_branch)", k) for k in state)
     if caffe_names or (arch == "resnet152" and _head_classes(head) == PLACES365_CLASSES):
         raise DeconfoundError(
             f"{source}: a network converted from Caffe/Torch7 (BGR input in 0-255, other "

@@ -37,7 +37,7 @@ from deconfound.errors import ConfigError, DeconfoundError
 from deconfound.io import atomic_write, atomic_write_text
 from deconfound.models import warn_random_scene_backbone
 from deconfound.models.backbones import Backbone, create_backbone
-from deconfound.models.weights import describe, is_file_spec
+from deconfound.models.weights import file_sha256, is_file_spec
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def embed_contexts(
     meta: dict[str, Any] = {
         "backbone": d.backbone,
         "weights": str(d.weights) if d.weights else None,
-        "weights_sha256": describe(d.weights) if d.weights and is_file_spec(d.weights) else None,
+        "weights_sha256": file_sha256(d.weights) if d.weights and is_file_spec(d.weights) else None,
         "mask_fill": d.mask_fill,
         "image_size": d.image_size,
         "dataset": cfg.data.dataset,
