@@ -91,18 +91,21 @@ def disk_full(path: str | Path) -> DiskFullError:
     what to do."""
     return DiskFullError(
         f"{path}: no space left on the device ({human_bytes(free_space(path))} free there); "
-        "free some space or "
-        "write to another file system"
+        "free some space or write to another file system"
     )
 
 
 def free_space(path: str | Path) -> int:
     """Bytes free for this user on the file system of ``path`` (or of its nearest existing
     folder)."""
-    existing = Path(path).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    return shutil.disk_usage(existing).free
+    return shutil.disk_usage(nearest_existing(Path(path).absolute())).free
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def human_bytes(n: float) -> str:
@@ -121,9 +124,7 @@ def check_writable(path: str | Path, what: str) -> Path:
     or impossible output location stops it at once, not after the work, in one line naming
     ``what`` (the option, e.g. ``--out``) and the reason. Nothing is left behind."""
     path = Path(path)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(path)
     folder = existing if existing.is_dir() else existing.parent
     if existing != path and not existing.is_dir():
         raise ConfigError(

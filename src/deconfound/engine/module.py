@@ -64,7 +64,7 @@ class EmotionModule(L.LightningModule):
             dictionary=dictionary,
         )
         if load_weights:
-            warn_random_streams(self.model, self.info.name, drawn=self.info.drawn)
+            warn_random_streams(self.model, self.info)
         self.val_metrics = make_metrics(self.info, "val/")
         self.test_metrics = make_metrics(self.info, "test/")
         self.val_reweighted = ReweightedAccuracy()

@@ -8,6 +8,7 @@ import logging
 from torch import nn
 
 from deconfound.config import ModelConfig, construct
+from deconfound.data.sample import DatasetInfo
 from deconfound.errors import ConfigError
 from deconfound.models.backbones import BACKBONES, Backbone, create_backbone, suggested_weights
 from deconfound.models.caernet import CAERNet
@@ -51,10 +52,10 @@ def create_base(cfg: ModelConfig, *, load_weights: bool = True) -> nn.Module:
     return model
 
 
-def warn_random_streams(model: nn.Module, dataset: str, *, drawn: bool) -> None:
+def warn_random_streams(model: nn.Module, info: DatasetInfo) -> None:
     """One warning line for each backbone of ``model`` that starts from random weights on a
-    real (not ``drawn``) data set: the stream, and the option that gives it weights."""
-    if drawn:
+    real (not drawn) data set ``info``: the stream, and the option that gives it weights."""
+    if info.drawn:
         return
     modules = dict(model.named_modules())
     for path, module in modules.items():
@@ -68,21 +69,21 @@ def warn_random_streams(model: nn.Module, dataset: str, *, drawn: bool) -> None:
             stream,
             module.arch,
             type(modules[parent]).__name__,
-            dataset,
+            info.name,
             option,
             suggested_weights(module.arch),
         )
 
 
-def warn_random_scene_backbone(backbone: Backbone, dataset: str, *, drawn: bool) -> None:
+def warn_random_scene_backbone(backbone: Backbone, info: DatasetInfo) -> None:
     """One warning line when the scene backbone of a confounder dictionary starts from random
-    weights on a real (not ``drawn``) data set."""
-    if not drawn and backbone.pretrained is None:
+    weights on a real (not drawn) data set ``info``."""
+    if not info.drawn and backbone.pretrained is None:
         log.warning(
             "the scene backbone (dictionary.backbone=%s) starts from random weights on %s, so "
             "its clusters group pixels, not scenes; set dictionary.weights=%s",
             backbone.arch,
-            dataset,
+            info.name,
             suggested_weights(backbone.arch),
         )
 

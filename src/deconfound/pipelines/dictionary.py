@@ -150,7 +150,7 @@ def scene_backbone(d: DictionaryConfig, info: DatasetInfo | None = None) -> Back
         torch.manual_seed(d.seed)
         backbone = create_backbone(d.backbone, weights=d.weights)
     if info is not None:
-        warn_random_scene_backbone(backbone, info.name, drawn=info.drawn)
+        warn_random_scene_backbone(backbone, info)
     return backbone
 
 
