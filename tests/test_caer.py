@@ -108,7 +108,7 @@ def test_box_file_replaces_detection(caer_root: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [
-        ("Train/Happy/0000.png,Sad,1,2,3,4\n", r"0000.png: the box file labels it 'Sad', its folder 'Happy'"),  # noqa: E501
+        ("Train/Happy/0000.png,Sad,1,2,3,4\n", r"0000.png: the box file boxes.csv labels it 'Sad', its folder 'Happy'"),  # noqa: E501
         ("Train/Happy/0000.png,Happy,1,2,300,4\n", r"0000.png: face box \(1, 2, 300, 4\) lies outside the 200x150 image"),  # noqa: E501
         ("Train/Happy/0000.png,Happy,1,2\n", r"boxes.csv: line 1 must be relpath,label,x1,y1,x2,y2"),  # noqa: E501
     ],
@@ -147,8 +147,48 @@ def test_a_corrupt_frame_is_reported_on_its_row(caer_root: Path, tmp_path: Path)
 
 def test_the_caer_config_trains_on_face_and_masked_context(caer_root: Path, tmp_path: Path) -> None:
     boxes = tmp_path / "boxes.csv"
-    boxes.write_text("")
+    frames = sorted(p.relative_to(caer_root).as_posix() for p in caer_root.rglob("*.png"))
+    boxes.write_text("".join(f"{rel},{rel.split('/')[1]},60,0,140,94\n" for rel in frames))
     overrides = one_epoch_overrides(caer_root, tmp_path, "{face: 24, context: 32}")
     args = f"data.args={{val_fraction: 0.25, faces: {boxes}, cache_dir: {tmp_path}}}"
     cfg = load_config("caer_s", [*overrides, args])
     assert 0 <= train(cfg).best_score <= 1
+
+
+def test_the_community_box_layout_is_read_whatever_the_spelling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "CAER-S"
+    write_caer_s(
+        root, {"Train": {"Anger": [True] * 3, "Happy": [True] * 2}, "Test": {"Sad": [True]}}
+    )
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text(  # lower-case split folder, 'Angry' for Anger, one frame left out
+        "train/Angry/0000.png,Angry,10,20,60,80\n"
+        "train/angry/0001.PNG,0,11,20,60,80\n"
+        "train/Happy/0003.png,Happy,12,20,60,80\n"
+        "train/Happy/0004.png,3,13,20,60,80\n"
+    )
+    reader = CaerSReader(
+        root, val_fraction=0, faces=boxes, cache_dir=tmp_path / "c", progress=False
+    )
+    with caplog.at_level("WARNING"):
+        train = {s.image.name: s.face for s in reader.samples("train")}
+    assert [train[f"000{i}.png"].x1 for i in (0, 1, 3, 4)] == [10, 11, 12, 13]  # type: ignore[union-attr]
+    assert train["0002.png"] == fallback_face((200, 150)) and reader.fallbacks["train"] == 1
+    assert "no line in the box file for 1 of 5 frames (first: Train/Anger/0002.png)" in caplog.text
+    with pytest.raises(DataError, match=r"none of the 1 frames of Test/ \(test\) has a line") as e:
+        reader.samples("test")
+    assert "\n" not in str(e.value)
+
+
+def test_batched_detection_equals_one_frame_at_a_time() -> None:
+    photo = face_photo()
+    small = photo.resize((256, 300))
+    detector = MTCNNDetector()
+    alone = [detector.detect(im) for im in (photo, small, photo, small.crop((0, 0, 10, 10)))]
+    together = detector.detect_many([photo, small, photo, small.crop((0, 0, 10, 10))])
+    assert len(together) == 4 and together[3] == [] and together[0] == together[2]
+    for a, b in zip(alone, together, strict=True):
+        assert [f[0] for f in a] == [f[0] for f in b]
+        assert all(abs(x[1] - y[1]) < 1e-4 for x, y in zip(a, b, strict=True))

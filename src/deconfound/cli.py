@@ -169,6 +169,51 @@ def _data_check(args: argparse.Namespace) -> int:
     return 1
 
 
+def _annotate(args: argparse.Namespace) -> None:
+    import torch
+
+    from deconfound.config import apply_override, construct
+    from deconfound.data import READERS, dataset_info
+    from deconfound.pipelines.annotate import annotate, load_detector
+
+    reader_args: dict = {}
+    for item in args.reader_args:
+        apply_override(reader_args, item)
+    info = dataset_info(args.dataset)
+    reader = construct(
+        READERS[args.dataset], {"root": args.path, **reader_args}, f"the {args.dataset} reader"
+    )
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    weights = {"masks": args.masks_weights, "pose": args.pose_weights}
+    detectors = {
+        kind: load_detector(kind, None if weights[kind] == "random" else weights[kind], device,
+                            args.size)
+        for kind in dict.fromkeys(args.make)
+    }  # fmt: skip
+    results = annotate(
+        reader,
+        args.split or info.splits,
+        detectors,
+        device=device,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        progress=show_progress(),
+    )
+    print("| files | pictures | written | skipped | people | matched | without | seconds |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r.kind} | {r.pictures} | {r.written} | {r.skipped} | {r.people} | "
+            f"{r.matched} | {r.without} | {r.seconds:.1f} |"
+        )
+    for r in results:
+        if r.unmatched:
+            what = "no instance fits their box" if r.kind == "masks" else "no skeleton in their box"
+            print(f"{r.kind}: {r.without} people with {what}, e.g. {'; '.join(r.unmatched[:3])}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from deconfound.pipelines.demo import METHODS, run_demo, run_iern_demo
 
@@ -404,6 +449,48 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--no-progress", action="store_true", help=no_progress)
     br.add_argument("overrides", **overrides)
     br.set_defaults(func=_bias_report)
+
+    an = sub.add_parser(
+        "annotate",
+        help="make person masks and pose files for a data set with torchvision's detectors",
+        description="Run torchvision's Mask R-CNN (--make masks: instance masks for paste) and "
+        "Keypoint R-CNN (--make pose: COCO-17 keypoints for EmotiCon) over every picture of "
+        "the data set at PATH and write the sidecar files the readers read (masks/, pose/). "
+        "Existing files are skipped, so a stopped run resumes. Prints pictures, files written "
+        "and skipped, and how many annotated people found their own person.",
+    )
+    an.add_argument("path", help="the data set's root folder")
+    an.add_argument("--dataset", required=True, help="reader name: " + ", ".join(_readers()))
+    an.add_argument(
+        "--make", nargs="+", choices=("masks", "pose"), required=True, help="what to make"
+    )
+    an.add_argument("--split", action="append", help="split to annotate (repeatable); default: all")
+    an.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ...; auto: cuda if any")
+    an.add_argument("--batch-size", type=int, default=4, help="pictures per detector call")
+    an.add_argument(
+        "--masks-weights",
+        default="DEFAULT",
+        help="Mask R-CNN weights: a torchvision name (DEFAULT = COCO_V1), a local file, or "
+        "random (plumbing tests only)",
+    )
+    an.add_argument(
+        "--pose-weights",
+        default="DEFAULT",
+        help="Keypoint R-CNN weights: a torchvision name (DEFAULT = COCO_V1), a local file, or "
+        "random",
+    )
+    an.add_argument("--threshold", type=float, default=0.5, help="least detection score kept")
+    an.add_argument("--size", type=int, default=800, help="pictures' shorter side for the detector")
+    an.add_argument(
+        "--arg",
+        dest="reader_args",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a reader option, as data.args takes it (repeatable), e.g. --arg faces=boxes.csv",
+    )
+    an.add_argument("--no-progress", action="store_true", help=no_progress)
+    an.set_defaults(func=_annotate)
 
     data = sub.add_parser("data", help="inspect data sets on disk")
     data_sub = data.add_subparsers(dest="action", required=True)

@@ -4,11 +4,15 @@ capitalisation of the class folders are accepted).
 
 The frames come without face boxes. The face view is the main face (the largest one MTCNN finds),
 and the context view is the frame with that face masked, as CAER-Net does. Boxes are detected once
-and cached per split folder; boxes from another detector can be given as a file of
-``relpath,label,x1,y1,x2,y2`` lines instead. Where no face is found the box falls back to
-:func:`~deconfound.data.faces.fallback_face` (counted in ``fallbacks`` and logged). The
-validation split is carved out of ``train``: a fixed share of its frames, chosen by a hash of
-each file's path (so it does not change when files are added).
+(in batches of frames of one size, on the chosen device) and cached per split folder; boxes from
+another detector can be given as a file of ``relpath,label,x1,y1,x2,y2`` lines instead: the
+community files' layout is read as it is, with its paths matched to the frames on disk
+regardless of case and of the class folders' spelling (``train/Angry/0001.png`` is the frame
+``Train/Anger/0001.png``). Where no face is found, or the box file has no line for a frame, the
+box falls back to :func:`~deconfound.data.faces.fallback_face` (counted in ``fallbacks`` and
+logged, naming the first frames); a box file that matches none of a split's frames is an error.
+The validation split is carved out of ``train``: a fixed share of its frames, chosen by a hash
+of each file's path (so it does not change when files are added).
 """
 
 from __future__ import annotations
@@ -16,25 +20,31 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from deconfound.data.annotations import Problems, image_size
 from deconfound.data.faces import (
     DETECTORS,
     FALLBACK_RULE,
     FaceTable,
+    Find,
+    Found,
     detected,
     fallback_face,
     read_box_file,
 )
 from deconfound.data.sample import Box, DatasetInfo, Sample
 from deconfound.errors import ConfigError, DataError
+from deconfound.progress import show_progress
 
 log = logging.getLogger(__name__)
 
 CLASSES = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
+ALIASES = {
+    "angry": "Anger", "disgusted": "Disgust", "fearful": "Fear", "afraid": "Fear",
+    "happiness": "Happy", "sadness": "Sad", "surprised": "Surprise",
+}  # fmt: skip
+"""Other spellings of the class names, as community copies and box files use them."""
 SPLITS = ("train", "val", "test")
 INFO = DatasetInfo(
     name="caer_s", classes=CLASSES, task="multiclass", splits=SPLITS, boxes=("face",)
@@ -51,8 +61,10 @@ class CaerSReader:
         faces: a face box file (``relpath,label,x1,y1,x2,y2``, paths relative to ``root``);
             default: detect the faces with ``detector``.
         detector: the bundled face detector (``mtcnn``).
+        device: where the detector runs (``cpu``, ``cuda``, ``auto``: cuda when there is one).
+        batch_size: frames given to the detector at once (frames of one size run as one batch).
         cache_dir: where the per-split face tables go; default ``root/deconfound-faces``.
-        progress: show a progress bar while detecting.
+        progress: show a progress bar while detecting (where standard error is a terminal).
         skip_bad: leave out (and count in ``problems``) bad frames instead of stopping.
     """
 
@@ -64,6 +76,8 @@ class CaerSReader:
         val_fraction: float = 0.1,
         faces: str | Path | None = None,
         detector: str = "mtcnn",
+        device: str = "auto",
+        batch_size: int = 16,
         cache_dir: str | Path | None = None,
         progress: bool = True,
         skip_bad: bool = False,
@@ -79,6 +93,9 @@ class CaerSReader:
         self.val_fraction = val_fraction
         self.faces = Path(faces) if faces is not None else None
         self.detector = detector
+        if batch_size < 1:
+            raise ConfigError(f"data.args.batch_size must be 1 or more, got {batch_size}")
+        self.device, self.batch_size = device, batch_size
         self.cache_dir = (
             Path(cache_dir) if cache_dir is not None else self.root / "deconfound-faces"
         )
@@ -98,6 +115,7 @@ class CaerSReader:
             images = {r: v for r, v in images.items() if self._is_val(r) == (split == "val")}
         table = self._table(folder, {r: path for r, (path, _) in images.items()})
         self.fallbacks[split] = 0
+        missing: list[str] = []
 
         def parse(rel: str, where: str) -> Sample:
             path, label = images[rel]
@@ -105,16 +123,24 @@ class CaerSReader:
             if box is None:
                 box = fallback_face(size)
                 self.fallbacks[split] += 1
+                missing.append(rel)
             elif problem := box.problem(size):
                 raise DataError(f"{where}: face box {problem}; fix the box file")
             return Sample(path, None, box, (label,), None, split)
 
         rows = ((rel, f"{images[rel][0]}") for rel in images)
         samples = self.problems.parse_all(rows, parse, split)
-        if self.fallbacks[split]:
+        if missing and self.faces is not None and len(missing) == len(images):
+            raise DataError(
+                f"{self.faces}: none of the {len(images)} frames of {folder.name}/ "
+                f"({split}) has a line (e.g. {missing[0]}); its paths must name the frames "
+                "relative to data.root, as split/class/file"
+            )
+        if missing:
+            why = "no line in the box file" if self.faces is not None else "no face found"
             log.warning(
-                "CAER-S %s: no face found in %d of %d frames; used the fallback box (%s)",
-                split, self.fallbacks[split], len(images), FALLBACK_RULE,
+                "CAER-S %s: %s for %d of %d frames (first: %s); used the fallback box (%s)",
+                split, why, len(missing), len(images), ", ".join(missing[:3]), FALLBACK_RULE,
             )  # fmt: skip
         return samples
 
@@ -156,41 +182,82 @@ class CaerSReader:
         if self.faces is not None:
             boxes = read_box_file(self.faces)
             source = f"file:{hashlib.sha1(self.faces.read_bytes()).hexdigest()[:16]}"
-            find, what = _from_file(boxes), "reading face boxes"
+            find, what = _from_file(boxes, self.faces), "reading face boxes"
         else:
             source, what = self.detector, f"detecting faces ({self.detector})"
             find = None
         cache = self.cache_dir / f"{folder.name.lower()}.{source.split(':')[0]}.json"
         table = self._tables.get(str(cache)) or FaceTable(cache, source)
         self._tables[str(cache)] = table
-        if any(rel not in table.faces for rel in images):
+        todo = sum(rel not in table.faces for rel in images)
+        if todo:
             if not os.access(self.cache_dir if self.cache_dir.exists() else self.root, os.W_OK):
                 raise DataError(f"{self.cache_dir}: not writable; set data.args.cache_dir")
             if find is None:
-                find = detected(DETECTORS[self.detector]())
-            table.fill(images, find, what, self.progress)
+                device = self._device()
+                log.warning(
+                    "CAER-S %s/: detecting the faces of %d frames with %s on %s, %d at a time "
+                    "(once: cached in %s); give data.args.faces=BOX_FILE to use boxes you have",
+                    folder.name, todo, self.detector, device, self.batch_size, table.cache,
+                )  # fmt: skip
+                find = detected(DETECTORS[self.detector](device=device))
+            table.fill(images, find, what, show_progress(self.progress), self.batch_size)
         return table
 
+    def _device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
 
-def _from_file(boxes: dict[str, tuple[str, Box]]) -> Callable[[str, Path], Any]:
-    """A ``find`` for the face table that takes the boxes of a box file (no face: None)."""
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def find(rel: str, path: Path) -> tuple[tuple[int, int], Box | None]:
+
+def frame_key(rel: str) -> tuple[str, ...] | None:
+    """What identifies a frame whatever the spelling: (split folder, class index, file name),
+    lower-cased; None for a path that is not split/class/file."""
+    parts = rel.replace("\\", "/").strip("/").split("/")
+    if len(parts) < 3:
+        return None
+    label = _class_index(parts[-2])
+    if label is None:
+        return None
+    return (parts[-3].lower(), str(label), parts[-1].lower())
+
+
+def _from_file(boxes: dict[str, tuple[str, Box]], source: Path) -> Find:
+    """A ``find`` for the face table that takes the boxes of a box file (no line: None),
+    matching paths by :func:`frame_key`."""
+    keyed = {frame_key(rel) or (rel.lower(),): value for rel, value in boxes.items()}
+
+    def one(rel: str, path: Path) -> Found:
         size = image_size(path, str(path))
-        if rel not in boxes:
+        value = keyed.get(frame_key(rel) or (rel.lower(),))
+        if value is None:
             return size, None
-        label, box = boxes[rel]
+        label, box = value
         folder = Path(rel).parent.name
         if _class_index(label) != _class_index(folder):
-            raise DataError(f"{path}: the box file labels it '{label}', its folder '{folder}'")
+            raise DataError(
+                f"{path}: the box file {source.name} labels it '{label}', its folder '{folder}'"
+            )
         return size, box
+
+    def find(batch: list[tuple[str, Path]]) -> list[Found | DataError]:
+        out: list[Found | DataError] = []
+        for rel, path in batch:
+            try:
+                out.append(one(rel, path))
+            except DataError as e:
+                out.append(e)
+        return out
 
     return find
 
 
 def _class_index(name: str) -> int | None:
-    """A class given by name (any case) or index."""
+    """A class given by name (any case, or a spelling of :data:`ALIASES`) or index."""
     if name.isdigit():
         return int(name) if int(name) < len(CLASSES) else None
+    name = ALIASES.get(name.lower(), name)
     lowered = [c.lower() for c in CLASSES]
     return lowered.index(name.lower()) if name.lower() in lowered else None

@@ -272,22 +272,25 @@ class EmotionDataModule(L.LightningDataModule):
         return self._reader
 
     def dataset(self, split: str) -> ViewDataset:
-        """The (memoised) dataset of ``split``."""
+        """The (memoised) dataset of ``split``. The training split's views are cached only
+        while no method redraws its pictures (:attr:`compose`): those views are never read."""
+        train = split == self.cfg.train_split
         if split not in self._datasets:
             samples = self.reader.samples(split)
-            train = split == self.cfg.train_split
             self._datasets[split] = ViewDataset(
                 samples,
                 self.info,
                 self.sizes,
                 self.cfg.mask_fill,  # type: ignore[arg-type]
-                self._store(split, samples),
+                None,
                 root=self.reader.root,
                 augment=self.augment if train else None,
             )
         dataset = self._datasets[split]
+        if dataset.cache is None and not (train and self.compose is not None):
+            dataset.cache = self._store(split, dataset.samples)
         dataset.strata = self._strata.get(split)
-        if split == self.cfg.train_split:
+        if train:
             dataset.compose, dataset.seed = self.compose, self.shuffle_seed
         return dataset
 

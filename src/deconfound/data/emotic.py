@@ -198,6 +198,7 @@ class EmoticReader:
             split,
             continuous,
             body_image=ArrayImage(arrays["body"], i),
+            picture=f"{cells['Folder']}/{cells['Filename']}",
         )
 
 

@@ -3,10 +3,12 @@
 The ``paste`` training method shows the model each training person, where it stands, in front
 of a background drawn at random, so that the label no longer tells anything about the scene.
 The person is cut out with the image's person mask (the ``masks`` sidecar files,
-:mod:`deconfound.data.sidecars`) inside its person box (its face box where only a face is
-known: :attr:`~deconfound.data.sample.Sample.hidden`). The backgrounds (see
-:meth:`PersonPaste.from_reader`) are by default the other training images, each with its own
-people (its mask, dilated by a couple of pixels) hidden with the mask fill; or another split of
+:mod:`deconfound.data.sidecars`): with an instance mask (``deconfound annotate``'s) the
+sample's own person only, matched to its box (the whole actor for a face box, as on CAER-S);
+with a union mask the mask inside the box (or, for a face box, the mask's regions that reach
+into it); see :mod:`deconfound.data.silhouettes`. The backgrounds (see
+:meth:`PersonPaste.from_reader`) are by default the other training images, each with all its
+people hidden with the mask fill (each grown by a share of its own height); or another split of
 the data set, hidden alike; or person-free pictures: the synthetic set's ``scenes``, or any
 folder of images.
 
@@ -27,6 +29,7 @@ from PIL import Image, ImageFilter
 
 from deconfound.data import sidecars
 from deconfound.data.sample import Box, DatasetInfo, ImageRef, Sample
+from deconfound.data.silhouettes import GROWTH, grow, own_person
 from deconfound.data.synthetic import SyntheticReader, SyntheticScenesReader
 from deconfound.data.views import FILLS, Fill, load_image
 from deconfound.errors import ConfigError, DataError
@@ -41,9 +44,6 @@ SCENES = "scenes"
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 """The files a folder of backgrounds is searched for (in any case, in every subfolder)."""
-
-DILATION = 2
-"""Pixels by which a background's person mask is grown before it is hidden."""
 
 CACHE_BYTES = 512 * 2**20
 """How much decoded pictures and masks a :class:`PersonPaste` keeps in memory, per process."""
@@ -82,21 +82,6 @@ def hide(picture: np.ndarray, mask: np.ndarray, fill: Fill) -> np.ndarray:
     return out
 
 
-def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """The bool ``mask`` grown by ``pixels`` in every direction (a square neighbourhood)."""
-    out = mask.copy()
-    for axis in (0, 1):
-        grown = out.copy()
-        for shift in range(1, min(pixels, out.shape[axis] - 1) + 1):
-            ahead = [slice(None)] * 2
-            behind = [slice(None)] * 2
-            ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
-            grown[tuple(ahead)] |= out[tuple(behind)]
-            grown[tuple(behind)] |= out[tuple(ahead)]
-        out = grown
-    return out
-
-
 def box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
     """A bool array of ``shape`` (H, W), True inside ``box`` (clipped to the array)."""
     h, w = shape
@@ -116,8 +101,8 @@ class _Reader(Protocol):
 class _Pool:
     """Pictures of samples under ``root``, with their mask files (None: none found; looked for
     only for samples with a box, and for all of them with ``people``); each picture is decoded
-    on first use and kept, with its mask, as numpy arrays while the cache has room (per
-    process; a pickled pool, as sent to DataLoader workers, starts empty)."""
+    on first use and kept, with its people's label map, as numpy arrays while the cache has
+    room (per process; a pickled pool, as sent to DataLoader workers, starts empty)."""
 
     def __init__(
         self, samples: Sequence[Sample], root: Path, people: bool, cache_bytes: int, fix: str
@@ -144,12 +129,13 @@ class _Pool:
         return len(self.samples)
 
     def get(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Sample ``k``'s (H, W, 3) uint8 picture and bool (H, W) mask (None: no mask file)."""
+        """Sample ``k``'s (H, W, 3) uint8 picture and uint8 (H, W) label map of its people
+        (:func:`~deconfound.data.sidecars.read_people`; None: no mask file)."""
         if k in self._cache:
             return self._cache[k]
         picture = np.asarray(load_image(self.samples[k].image, self.fix))
         path = self.masks[k]
-        mask = None if path is None else sidecars.read_mask(path, picture.shape[1::-1])
+        mask = None if path is None else sidecars.read_people(path, picture.shape[1::-1])
         if self.room(picture.nbytes + picture.shape[0] * picture.shape[1]):
             self._cache[k] = picture, mask
         return picture, mask
@@ -169,15 +155,16 @@ class PersonPaste:
     """Training people pasted onto random backgrounds: ``paste(i, rng)`` is sample ``i``'s
     picture with everything but its person replaced by a background drawn with ``rng``.
 
-    The person (the cut) is the mask inside the sample's :attr:`~Sample.hidden` box (the whole
-    mask for a sample without boxes); where the mask has nothing inside the box, the box. The
+    The person (the cut) is the sample's own person in its mask file, matched to its
+    :attr:`~Sample.hidden` box (:func:`~deconfound.data.silhouettes.own_person`; the whole
+    mask for a sample without boxes); where no person of the mask fits the box, the box. The
     person stays where it stands; the background is resized to the picture's size.
 
     Args:
         samples: the training samples.
         root: the data set's root, under which ``masks/`` holds the mask files.
-        backgrounds: None: the other samples' pictures (never one of sample ``i``'s own image),
-            each with its people (its mask, grown by ``dilation`` pixels) hidden with ``fill``;
+        backgrounds: None: the other samples' pictures (never sample ``i``'s own picture),
+            each with its people (grown by ``growth`` of their height) hidden with ``fill``;
             otherwise the background pictures: samples, whose people are hidden alike (a
             sample without a box is a person-free picture, used as it is), or image files and
             array pictures, person-free.
@@ -185,7 +172,8 @@ class PersonPaste:
         missing_mask: a sample (or background) with people but no mask file is an error
             (``error``, raised here), or (``box``) cut out, or hidden, by its whole person box,
             with one warning for all (the cut then keeps the background inside the box).
-        dilation: pixels by which a background's mask is grown before it is hidden.
+        growth: the share of each person's height by which a background's people are grown
+            before they are hidden (:func:`~deconfound.data.silhouettes.grow`).
         cache_bytes: how much decoded pictures and masks to keep in memory, per process.
     """
 
@@ -197,7 +185,7 @@ class PersonPaste:
         fill: Fill = "zeros",
         missing_mask: MissingMask = "error",
         *,
-        dilation: int = DILATION,
+        growth: float = GROWTH,
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
         if fill not in FILLS:
@@ -207,7 +195,7 @@ class PersonPaste:
                 f"unknown missing_mask '{missing_mask}'; choose {', '.join(MISSING_MASKS)}"
             )
         self.root, self.fill, self.missing_mask = Path(root), fill, missing_mask
-        self.dilation = dilation
+        self.growth = growth
         fix = "restore the file or remove its annotation"
         self.people = _Pool(samples, self.root, True, cache_bytes, fix)
         if not self.people.samples:
@@ -269,15 +257,13 @@ class PersonPaste:
         return self._cut(i, picture.shape[:2], mask)
 
     def _cut(self, i: int, shape: tuple[int, int], mask: np.ndarray | None) -> np.ndarray:
-        box = self.people.samples[i].hidden
+        sample = self.people.samples[i]
+        box = sample.hidden
         if box is None:
             assert mask is not None  # checked when made
-            return mask
-        inside = box_mask(box, shape)
-        if mask is None:
-            return inside
-        cut = mask & inside
-        return cut if cut.any() else inside
+            return mask > 0
+        own = None if mask is None else own_person(mask, box, face=sample.person is None)
+        return own if own is not None else box_mask(box, shape)
 
     def background(self, k: int) -> np.ndarray:
         """Background ``k``'s picture, (H, W, 3) uint8, with its people hidden (kept in the
@@ -288,8 +274,10 @@ class PersonPaste:
         box = self.scenes.samples[k].hidden
         if mask is None and box is None:
             return picture
-        people = np.zeros(picture.shape[:2], dtype=bool) if mask is None else mask
-        people = dilate(people, self.dilation)
+        if mask is None:
+            people = np.zeros(picture.shape[:2], dtype=bool)
+        else:
+            people = grow(mask, self.growth)
         if box is not None and not (people & box_mask(box, people.shape)).any():
             people = people | box_mask(box, people.shape)  # a person the mask misses
         hidden = hide(picture, people, self.fill)
@@ -350,10 +338,11 @@ class PersonPaste:
 def _image_groups(
     samples: Sequence[Sample],
 ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
-    """The sample indices ordered by image, each image's (start, stop) range in that order,
-    and each sample's image number (people of one image share its background)."""
-    keys: dict[ImageRef, int] = {}
-    group = np.array([keys.setdefault(s.image, len(keys)) for s in samples], dtype=np.int64)
+    """The sample indices ordered by picture (:attr:`Sample.scene`), each picture's (start,
+    stop) range in that order, and each sample's picture number (people of one picture share
+    its background)."""
+    keys: dict[ImageRef | str, int] = {}
+    group = np.array([keys.setdefault(s.scene, len(keys)) for s in samples], dtype=np.int64)
     order = np.argsort(group, kind="stable")
     counts = np.bincount(group, minlength=len(keys))
     stops = np.cumsum(counts)

@@ -100,6 +100,9 @@ class Sample:
             dominance on 1–10).
         body_image: a ready-made body crop, used instead of cropping ``person`` from ``image``
             (the pre-processed EMOTIC layout ships one).
+        picture: the original picture's name where ``image`` is a per-person copy of it (the
+            pre-processed EMOTIC layout's rows), so that people of one picture are known to
+            share it; None: ``image`` itself is the picture.
     """
 
     image: ImageRef
@@ -110,6 +113,12 @@ class Sample:
     split: str = ""
     continuous: tuple[float, ...] | None = None
     body_image: ImageRef | None = None
+    picture: str | None = None
+
+    @property
+    def scene(self) -> ImageRef | str:
+        """What identifies the sample's picture: ``picture``, else ``image``."""
+        return self.picture if self.picture is not None else self.image
 
     @property
     def hidden(self) -> Box | None:

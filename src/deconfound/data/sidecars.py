@@ -6,16 +6,22 @@ and an object detector; here they are files under the data set's root, one per i
 image's path relative to the root without its suffix (``<stem>``):
 
 - ``pose/<stem>_keypoints.json``: OpenPose's ``--write_json`` output (``people[*].
-  pose_keypoints_2d`` = x, y, confidence per keypoint; BODY_25 or COCO-18). The skeleton with
-  the most confident keypoints inside the sample's person box is the sample's.
+  pose_keypoints_2d`` = x, y, confidence per keypoint; BODY_25, COCO-18, or the COCO-17 that
+  ``deconfound annotate`` writes from torchvision's Keypoint R-CNN). The skeleton with the most
+  confident keypoints inside the sample's person box is the sample's.
 - ``depth/<stem>.npy`` (a 2-D array) or ``depth/<stem>.png`` (8- or 16-bit grey): a depth map of
-  any resolution, e.g. from MiDaS or MegaDepth; it is min-max normalised per image.
+  any resolution, e.g. from MiDaS or MegaDepth; it is min-max normalised per image and read as
+  given, so keep one polarity across a data set (MiDaS/DPT write inverse depth, bright = near;
+  MegaDepth and the synthetic set depth, bright = far).
 - ``objects/<stem>.json``: ``{"boxes": [[x1, y1, x2, y2], ...], "scores": [...]}`` in image
   pixels (any detector's output, e.g. torchvision's Faster R-CNN); ``scores`` is optional.
-- ``masks/<stem>.png``: an 8-bit grey (or 1-bit) person mask, person where the value is above
-  127 (e.g. a person segmenter's output saved as 0/255), covering every person in the image;
-  any resolution with the image's aspect ratio. The ``paste`` training method cuts the person
-  out with it (:mod:`deconfound.data.paste`).
+- ``masks/<stem>.png``: the image's people, any resolution with the image's aspect ratio, in
+  one of two forms. A *union* mask: 8-bit grey (or 1-bit), person where the value is above 127
+  (e.g. a person segmenter's output saved as 0/255), covering every person in the image. An
+  *instance* mask (what ``deconfound annotate`` writes): a palette PNG whose index is 0 where
+  no one is, k (1..254) on the k-th person, 255 on a person of unknown identity (PASCAL VOC's
+  ``SegmentationObject`` convention). The ``paste`` training method cuts the sample's own
+  person out with it (:mod:`deconfound.data.paste`, :mod:`deconfound.data.silhouettes`).
 
 For a picture inside an array file (the pre-processed EMOTIC layout) ``<stem>`` is
 ``<array file stem>/<index, 6 digits>``. The synthetic generator writes all four.
@@ -34,6 +40,7 @@ from PIL import Image
 
 from deconfound.data.sample import ArrayImage, Box, ImageRef
 from deconfound.errors import DataError
+from deconfound.io import atomic_write
 
 TOOLS = {
     "pose": "OpenPose --write_json",
@@ -184,14 +191,26 @@ def read_objects(
     return out
 
 
-MASK_MODES = ("L", "1")
-"""The PIL modes a mask file may have: 8-bit grey, or 1-bit."""
+MASK_MODES = ("L", "1", "P")
+"""The PIL modes a mask file may have: 8-bit grey or 1-bit (a union mask), palette (instances)."""
+
+UNKNOWN = 255
+"""The label of a person pixel whose person is not told: an instance mask's void, and every
+person pixel of a union mask."""
 
 
 def read_mask(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     """The person mask in ``path`` as a bool (H, W) array at the image's ``(W, H)`` size: True
-    where the file's value is above 127. A file of another resolution but the image's aspect
-    ratio (give or take a pixel) is resized to it, nearest-neighbour."""
+    on every person (see :func:`read_people`)."""
+    return read_people(path, image_size) > 0
+
+
+def read_people(path: Path, image_size: tuple[int, int]) -> np.ndarray:
+    """The people in the mask file ``path`` as a uint8 (H, W) label map at the image's
+    ``(W, H)`` size: 0 where no one is, k on the k-th person of an instance mask, and
+    :data:`UNKNOWN` on the persons of a union mask (value above 127). A file of another
+    resolution but the image's aspect ratio (give or take a pixel) is resized to it,
+    nearest-neighbour."""
     fix = "save it as an 8-bit grey PNG, 255 on the person and 0 elsewhere"
     from deconfound.data.views import open_image  # (views imports this module)
 
@@ -199,8 +218,15 @@ def read_mask(path: Path, image_size: tuple[int, int]) -> np.ndarray:
         with open_image(path) as im:  # (refuses a decompression bomb in one line)
             im.load()
             if im.mode not in MASK_MODES:
-                raise DataError(f"{path}: a mask must be 8-bit grey, found mode {im.mode}; {fix}")
-            mask = im.convert("L")
+                raise DataError(
+                    f"{path}: a mask must be 8-bit grey or a palette of instances, found mode "
+                    f"{im.mode}; {fix}"
+                )
+            if im.mode == "P":
+                mask = Image.fromarray(np.asarray(im, dtype=np.uint8))
+            else:
+                grey = np.asarray(im.convert("L")) > 127
+                mask = Image.fromarray(np.where(grey, UNKNOWN, 0).astype(np.uint8))
     except FileNotFoundError:
         raise DataError(
             f"{path}: mask file not found; make it with {TOOLS['masks']} "
@@ -216,4 +242,20 @@ def read_mask(path: Path, image_size: tuple[int, int]) -> np.ndarray:
         )
     if mask.size != (w, h):
         mask = mask.resize((w, h), Image.NEAREST)
-    return np.asarray(mask) > 127
+    return np.asarray(mask)
+
+
+PALETTE = [0, 0, 0] + [
+    channel
+    for k in range(1, 256)
+    for channel in ((k * 97) % 256, (k * 57 + 80) % 256, (k * 181 + 160) % 256)
+]
+"""The colours of an instance mask written here (index 0 black): only for looking at it."""
+
+
+def write_people(path: Path, labels: np.ndarray) -> None:
+    """Write the uint8 (H, W) label map ``labels`` (0: no one, k: the k-th person) as an
+    instance mask (a palette PNG), atomically."""
+    picture = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+    picture.putpalette(PALETTE)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG", compress_level=1))

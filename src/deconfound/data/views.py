@@ -49,8 +49,9 @@ def mask_box(image: Image.Image, box: Box, fill: Fill = "zeros") -> Image.Image:
 
 class Source:
     """One sample on its way to views: its image is decoded at most once, only if a view needs
-    the pixels (or is given already decoded, as ``image``, in RGB); ``root`` (the data set's)
-    locates the sample's sidecar files."""
+    the pixels; or it is given as ``image`` (RGB: decoded already, or redrawn by a training
+    method), and then every picture view is cut from it, the body view too (a ready-made body
+    crop is not read). ``root`` (the data set's) locates the sample's sidecar files."""
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class Source:
     ) -> None:
         self.sample, self.root, self.fill = sample, root, fill
         self._image: Image.Image | None = image
+        self.given = image is not None
 
     @property
     def image(self) -> Image.Image:
@@ -80,9 +82,10 @@ class Source:
 
 
 def body(src: Source, size: int) -> torch.Tensor:
-    """The person's body box (or the sample's ready-made body crop), resized to ``size``²."""
+    """The person's body box (or the sample's ready-made body crop, unless the picture is
+    given), resized to ``size``²."""
     sample = src.sample
-    if sample.body_image is not None:
+    if sample.body_image is not None and not (src.given and sample.person is not None):
         return to_tensor(load_image(sample.body_image).resize((size, size), Image.BILINEAR))
     if sample.person is None:
         raise DataError(f"{sample.image}: no person box, but the model needs the body view")
@@ -292,8 +295,9 @@ def make_views(
     image: Image.Image | None = None,
 ) -> dict[str, torch.Tensor]:
     """Cut every view named in ``sizes`` (name → size) from ``sample``, decoding its image at
-    most once (not at all when ``image``, the sample's picture in RGB, is given); ``root`` (the
-    data set's) is needed by views read from sidecar files."""
+    most once (not at all when ``image``, the sample's picture in RGB, is given: every picture
+    view is then cut from it, see :class:`Source`); ``root`` (the data set's) is needed by
+    views read from sidecar files."""
     unknown = set(sizes) - set(VIEWS)
     if unknown:
         raise DataError(f"unknown view(s) {sorted(unknown)}; choose from {', '.join(VIEWS)}")

@@ -245,9 +245,9 @@ def prepare_data(cfg: Config, module: EmotionModule, data: EmotionDataModule) ->
     metric); the training and validation splits are read, so bad data stops the run here."""
     method, d = module.method, cfg.data
     data.shuffle_seed = cfg.trainer.seed
+    data.compose = method.compose(data.reader, d.train_split, d.mask_fill)  # (before any cache)
     for split in (d.train_split, d.val_split):
         data.dataset(split)
-    data.compose = method.compose(data.reader, d.train_split, d.mask_fill)
     strata: dict[str, np.ndarray] = {}
     n = 0
     if cfg.model.dictionary and (method.needs_strata or module.info.task == "multiclass"):
