@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import torch
 from people import (
-    CAER_BOXES,
-    COLOURS,
     caer_face,
     colour_detector,
     people_in,
@@ -30,7 +28,7 @@ from deconfound.data.emotic import EmoticReader
 from deconfound.data.groupwalk import GroupWalkReader
 from deconfound.data.paste import PersonPaste
 from deconfound.data.sample import Box
-from deconfound.data.sidecars import read_people, read_pose
+from deconfound.data.sidecars import locate, read_people, read_pose
 from deconfound.data.silhouettes import grow, own_person
 from deconfound.data.views import load_image
 from deconfound.pipelines.annotate import annotate, load_detector
@@ -70,7 +68,7 @@ def annotated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 def test_annotate_writes_files_the_readers_accept_and_matches_everyone(annotated) -> None:
-    kind, root, reader, splits, results = annotated
+    _, root, reader, splits, results = annotated
     samples = [s for split in splits for s in reader.samples(split)]
     pictures = len({s.image for s in samples})
     for r in results:
@@ -79,23 +77,16 @@ def test_annotate_writes_files_the_readers_accept_and_matches_everyone(annotated
     for s in samples:
         original = np.asarray(load_image(s.image))
         truth = people_in(original)
-        rel = "masks"
-        labels = read_people(_file(root, rel, s.image, root), original.shape[1::-1])
+        labels = read_people(locate("masks", s.image, root), original.shape[1::-1])
         assert len(np.unique(labels)) == len(truth) + 1  # one instance each, and no one
         mine = own_person(labels, s.hidden, face=s.person is None)
         assert mine is not None and any(np.array_equal(mine, t) for t in truth)
-        skeleton = read_pose(_file(root, "pose", s.image, root), s.hidden, 17)
+        skeleton = read_pose(locate("pose", s.image, root), s.hidden, 17)
         assert (skeleton[:, 2] > 0).any()
 
 
-def _file(root: Path, kind: str, image, base: Path) -> Path:
-    from deconfound.data.sidecars import locate
-
-    return locate(kind, image, base)
-
-
 def test_paste_cuts_only_the_samples_own_person_in_every_view(annotated) -> None:
-    kind, root, reader, splits, _ = annotated
+    kind, root, reader, _, _ = annotated
     samples = reader.samples("train")
     paste = PersonPaste.from_reader(reader, "train")
     sizes = {"body": 32, "context": 32, "whole": 32} if kind != "caer_s" else {"face": 16}
@@ -116,7 +107,9 @@ def test_paste_cuts_only_the_samples_own_person_in_every_view(annotated) -> None
             assert np.array_equal(views["whole"].permute(1, 2, 0).numpy(), whole)
             if "body" in views:  # cut from the pasted picture, never a ready-made crop
                 assert s.person is not None
-                body = Image.fromarray(out).crop(s.person.as_tuple()).resize((32, 32), Image.BILINEAR)
+                body = (
+                    Image.fromarray(out).crop(s.person.as_tuple()).resize((32, 32), Image.BILINEAR)
+                )
                 assert np.array_equal(views["body"].permute(1, 2, 0).numpy(), np.asarray(body))
         if kind == "caer_s":  # the whole actor, not the face alone
             assert own.sum() > 3 * _area(s.hidden, own.shape).sum()
@@ -186,7 +179,9 @@ def test_own_person_rules() -> None:
     apart[silhouette((2, 2, 20, 38), apart.shape)] = 255
     apart[silhouette((36, 2, 58, 38), apart.shape)] = 255
     face = Box(*caer_face((36, 2, 58, 38)))
-    assert np.array_equal(own_person(apart, face, face=True), silhouette((36, 2, 58, 38), apart.shape))
+    assert np.array_equal(
+        own_person(apart, face, face=True), silhouette((36, 2, 58, 38), apart.shape)
+    )
 
 
 def test_grow_by_a_share_of_each_persons_height() -> None:
@@ -202,15 +197,15 @@ def test_grow_by_a_share_of_each_persons_height() -> None:
 def test_a_randomly_initialised_torchvision_detector_runs_the_plumbing(tmp_path: Path) -> None:
     root = write_groupwalk(tmp_path / "gw")
     torch.manual_seed(0)
-    masks = load_detector("masks", None, "cpu", size=64)
-    pose = load_detector("pose", None, "cpu", size=64)
+    masks = load_detector("masks", None, "cpu", size=64, max_people=3)
+    pose = load_detector("pose", None, "cpu", size=64, max_people=3)
     reader = GroupWalkReader(root)
-    results = annotate(reader, ["test"], {"masks": masks, "pose": pose}, threshold=0.0)
+    results = annotate(reader, ["test"], {"masks": masks, "pose": pose})
     assert [r.written for r in results] == [3, 3]
     for s in reader.samples("test"):  # whatever random weights found, the readers read it
         size = Image.open(s.image).size
-        read_people(_file(root, "masks", s.image, root), size)
-        read_pose(_file(root, "pose", s.image, root), s.hidden, 17)
+        read_people(locate("masks", s.image, root), size)
+        read_pose(locate("pose", s.image, root), s.hidden, 17)
 
 
 def test_cli_annotate_prints_its_summary(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -225,4 +220,31 @@ def test_cli_annotate_prints_its_summary(tmp_path: Path, capsys, monkeypatch) ->
     assert "| masks | 7 | 7 | 0 | 7 | 7 | 0 |" in out and "| pose | 7 | 7 | 0 | 7 | 7 | 0 |" in out
     assert main(argv) == 0
     assert "| masks | 7 | 0 | 7 | 7 | 7 | 0 |" in capsys.readouterr().out
-    assert COLOURS and CAER_BOXES  # (the layout the counts come from)
+
+
+def test_paste_trains_on_a_real_reader_and_builds_no_training_view_cache(tmp_path: Path) -> None:
+    from conftest import one_epoch_overrides
+
+    from deconfound.config import load_config
+    from deconfound.engine import train
+
+    root = write_groupwalk(tmp_path / "gw")
+    annotate(GroupWalkReader(root), SPLITS, {"masks": colour_detector()})
+    overrides = one_epoch_overrides(root, tmp_path / "runs", "{body: 32, whole: 32}")
+    cfg = load_config("groupwalk", [*overrides, "model.intervention=paste", "data.cache=disk"])
+    assert 0 <= train(cfg).best_score <= 1
+    caches = root / ".deconfound-cache" / "views" / "groupwalk"
+    built = {p.name.split(".")[0] for p in caches.iterdir()}
+    assert any(name.startswith("val") for name in built)
+    assert not any(name.startswith("train") for name in built), built
+
+
+def test_paste_refuses_views_read_from_files_of_the_original_scene() -> None:
+    from deconfound.config import load_config
+    from deconfound.errors import ConfigError
+    from deconfound.methods import get_method
+
+    cfg = load_config("emotic_emoticon", ["model.intervention=paste"])
+    method = get_method(cfg.model)
+    with pytest.raises(ConfigError, match="reads the depth of the original picture"):
+        method.compose(None, "train", "zeros", ("body", "pose", "context", "depth"))  # type: ignore[arg-type]

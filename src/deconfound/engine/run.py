@@ -245,7 +245,8 @@ def prepare_data(cfg: Config, module: EmotionModule, data: EmotionDataModule) ->
     metric); the training and validation splits are read, so bad data stops the run here."""
     method, d = module.method, cfg.data
     data.shuffle_seed = cfg.trainer.seed
-    data.compose = method.compose(data.reader, d.train_split, d.mask_fill)  # (before any cache)
+    views = tuple(data.sizes)
+    data.compose = method.compose(data.reader, d.train_split, d.mask_fill, views)  # (before caches)
     for split in (d.train_split, d.val_split):
         data.dataset(split)
     strata: dict[str, np.ndarray] = {}

@@ -14,6 +14,7 @@ set states openly (the source data set of the mixed facial-expression sets).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -97,8 +98,11 @@ class Method:
             )
         return ConfounderDictionary.load(self.cfg.dictionary)
 
-    def compose(self, reader: Reader, split: str, fill: str) -> Composer | None:
-        """How training pictures are redrawn before their views are cut (None: as they are)."""
+    def compose(
+        self, reader: Reader, split: str, fill: str, views: Sequence[str] = ()
+    ) -> Composer | None:
+        """How training pictures are redrawn before the model's ``views`` are cut from them
+        (None: as they are)."""
         return None
 
     # --- training ---------------------------------------------------------------------------

@@ -9,10 +9,15 @@ picture, drawn at random for each epoch. In the redrawn training set the scene i
 of the label, so no stream can learn it as a shortcut; the model itself is the plain one.
 Cutting by the person's box instead of its silhouette keeps the background inside the box,
 and with it the shortcut (about half of a person box is background).
+
+Only the pixels are redrawn: a model that also reads the picture's depth map or object
+proposals (EmotiCon, GNN-CNN) would still see the original scene through them, so ``paste``
+refuses those views (:data:`SCENE_FILES`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -21,6 +26,11 @@ from deconfound.methods.base import Composer, Method
 
 if TYPE_CHECKING:
     from deconfound.data.datamodule import Reader
+
+
+SCENE_FILES = ("depth", "objects")
+"""Views read from files made of the whole original picture: they would carry its scene past
+the paste."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +60,18 @@ class Paste(Method):
     name: ClassVar[str] = "paste"
     Options = PasteOptions
 
-    def compose(self, reader: Reader, split: str, fill: str) -> Composer | None:
+    def compose(
+        self, reader: Reader, split: str, fill: str, views: Sequence[str] = ()
+    ) -> Composer | None:
         from deconfound.data.paste import PersonPaste
 
+        leaks = [v for v in views if v in SCENE_FILES]
+        if leaks:
+            raise ConfigError(
+                f"model.intervention=paste redraws the pixels only, but the model reads the "
+                f"{' and '.join(leaks)} of the original picture, which show its scene; use a "
+                "model that reads pictures only (emotnet, caernet, single_stream)"
+            )
         o: PasteOptions = self.options
         return PersonPaste.from_reader(
             reader, split, backgrounds=o.backgrounds, fill=fill, missing_mask=o.missing_mask

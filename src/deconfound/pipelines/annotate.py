@@ -99,16 +99,24 @@ class Annotated:
         return self.people - self.matched
 
 
-def load_detector(kind: str, weights: str | None, device: str, size: int = 800) -> nn.Module:
+def load_detector(
+    kind: str, weights: str | None, device: str, size: int = 800, max_people: int = 100
+) -> nn.Module:
     """The torchvision detector of ``kind`` (:data:`ARCHS`) in eval mode on ``device``, with
     ``weights``: a torchvision weights name (``DEFAULT``, ``COCO_V1``, read through
     torchvision's hub cache, offline once there), a local file, or None (random: for testing
-    the plumbing only). Pictures are resized to ``size`` pixels on their shorter side."""
+    the plumbing only). Pictures are resized to ``size`` pixels on their shorter side; at most
+    ``max_people`` detections a picture are kept (torchvision's default: 100)."""
     if kind not in ARCHS:
         raise ConfigError(f"unknown annotation '{kind}'; choose {', '.join(KINDS)}")
     arch = ARCHS[kind]
     model = torchvision.models.get_model(
-        arch, weights=None, weights_backbone=None, min_size=size, max_size=round(size * 1333 / 800)
+        arch,
+        weights=None,
+        weights_backbone=None,
+        min_size=size,
+        max_size=round(size * 1333 / 800),
+        box_detections_per_img=max_people,
     )
     if weights is not None:
         if is_file_spec(weights):
