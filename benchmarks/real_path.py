@@ -17,7 +17,12 @@ official layouts, with seconds, peak memory and disk written per stage.
    tables, with and without CCIM) runs the commands of docs/datasets.md as subprocesses:
    ``data check`` (first row of a data set), ``dictionary build`` (once a data set, shared
    by its CCIM rows), ``train`` (one epoch of at most ``--steps`` batches, validation on the
-   whole val split), ``evaluate`` (the test split), ``bias-report`` (the CCIM rows).
+   whole val split), ``evaluate`` (the test split), ``bias-report`` (the CCIM rows). A
+   ``_paste`` row (``model.intervention=paste`` on the row without it) first runs
+   ``annotate --make masks`` on the training split (once a data set): torchvision's Mask
+   R-CNN at ``--annotate-size``, with *random* weights, as COCO's cannot be downloaded here:
+   the seconds are the detector's work at torchvision's 100 detections a picture (real weights
+   keep the few people there are, so mask pasting costs less), the masks say nothing.
 3. **Weights by name.** The paper's networks (torchvision's ImageNet ResNet-18, the Places365
    ResNet-18 / ResNet-50 files) cannot be downloaded here, so by default every pretrained
    stream and the scene backbone become torchvision's ImageNet MobileNetV2 by weights name
@@ -55,15 +60,20 @@ from deconfound.data.emotic import CATEGORIES
 
 EMOTIC_PEOPLE = {"train": 23_266, "val": 3_315, "test": 7_203}  # quoted (datasets.md)
 CAER_FRAMES = {"train": 49_000, "test": 21_000}  # about 70 000, split 70 / 30 (assumed)
+FULL_PICTURES = {  # training pictures; EMOTIC's at its paper's 34 320 people in 23 571 pictures
+    "emotic": round(EMOTIC_PEOPLE["train"] * 23_571 / 34_320),
+    "caer_s": 44_100,
+}
 FULL_SAMPLES = {  # samples per split the readers make of the real releases
     "emotic": EMOTIC_PEOPLE,
     "caer_s": {"train": 44_100, "val": 4_900, "test": 21_000},  # val: 10 % of train
 }
 ROWS = tuple(
-    f"{dataset}_{model}{ccim}"
+    f"{dataset}_{model}{method}"
     for dataset in ("emotic", "caer_s")
     for model in ("emotnet", "caernet", "gnncnn", "emoticon")
-    for ccim in ("", "_ccim")
+    for method in ("", "_ccim", "_paste")
+    if method != "_paste" or model in ("emotnet", "caernet")  # (paste reads pictures only)
 )
 NAMED = "IMAGENET1K_V1"  # MobileNetV2's, offline
 
@@ -256,6 +266,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training batches")
     parser.add_argument("--out", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--paper-weights", action="store_true")
+    parser.add_argument("--annotate-size", type=int, default=800, help="annotate's --size")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="real-path-"))
     env = {**os.environ, "TORCH_HOME": str(seed_torch_hub(out / "torch-home"))}
@@ -287,7 +298,21 @@ def main() -> None:
             if dataset == "caer_s":
                 argv += ["--arg", f"faces={root / 'faces.csv'}"]
             report(Stage(dataset, "data check", *run(argv, env, [root])))
-        weights, note = weight_overrides(row, args.paper_weights)
+        paste = row.endswith("_paste")
+        base_row = row.removesuffix("_paste")
+        if paste and not (root / "masks").exists():
+            argv = ["annotate", str(root), "--dataset", dataset, "--make", "masks"]
+            argv += ["--split", "train", "--masks-weights", "random", "--device", "cpu"]
+            argv += ["--size", str(args.annotate_size), "--no-progress"]
+            if dataset == "caer_s":
+                argv += ["--arg", f"faces={root / 'faces.csv'}"]
+            seconds, peak, disk, _ = run(argv, env, [root])
+            pictures = len({p for p in (root / "masks").rglob("*.png")})
+            full = FULL_PICTURES[dataset] * seconds / max(pictures, 1) / 3600
+            note = f"{pictures} pictures, {seconds / max(pictures, 1):.2f} s each; full train "
+            note += f"split ({FULL_PICTURES[dataset]}): {full:.1f} h on this machine"
+            report(Stage(dataset, "annotate masks (random weights)", seconds, peak, disk, note))
+        weights, note = weight_overrides(base_row, args.paper_weights)
         runs = out / "runs"
         common = [
             *data_overrides(dataset, root, args.steps),
@@ -308,7 +333,9 @@ def main() -> None:
                 f"model.dictionary={dictionary}",
             ]
             report(Stage(dataset, "dictionary build", *run(argv, env, [root, dictionary.parent])))
-        train = ["train", "--config", row, *common]
+        train = ["train", "--config", base_row, *common]
+        if paste:
+            train.append("model.intervention=paste")
         if ccim:
             train.append(f"model.dictionary={dictionary}")
         before = view_caches(root)

@@ -248,3 +248,12 @@ def test_paste_refuses_views_read_from_files_of_the_original_scene() -> None:
     method = get_method(cfg.model)
     with pytest.raises(ConfigError, match="reads the depth of the original picture"):
         method.compose(None, "train", "zeros", ("body", "pose", "context", "depth"))  # type: ignore[arg-type]
+
+
+def test_data_check_accepts_what_annotate_wrote(tmp_path: Path, capsys) -> None:
+    root = write_groupwalk(tmp_path / "gw")
+    detector = colour_detector()
+    annotate(GroupWalkReader(root), SPLITS, {"masks": detector, "pose": detector})
+    argv = ["data", "check", str(root), "--dataset", "groupwalk", "--sidecar", "masks"]
+    assert main([*argv, "--sidecar", "pose", "--keypoints", "17"]) == 0
+    assert "no problems found" in capsys.readouterr().out

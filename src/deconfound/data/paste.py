@@ -211,6 +211,7 @@ class PersonPaste:
             fix = "remove it from the backgrounds"
             self.scenes = _Pool(pictures, self.root, False, cache_bytes, fix)
         self._hidden: dict[int, np.ndarray] = {}
+        self._warned = False
         self._order, self._groups, self._group_of = _image_groups(self.people.samples)
         if backgrounds is None and len(self._groups) < 2:
             raise DataError(
@@ -263,6 +264,13 @@ class PersonPaste:
             assert mask is not None  # checked when made
             return mask > 0
         own = None if mask is None else own_person(mask, box, face=sample.person is None)
+        if own is None and mask is not None and not self._warned:
+            self._warned = True  # (once a process: a DataLoader worker warns for itself)
+            log.warning(
+                "%s: no person of the mask fits the person box of %s; the whole box is cut "
+                "(as for every such sample; `deconfound annotate` counts them)",
+                self.people.mask_path(i), sample.image,
+            )  # fmt: skip
         return own if own is not None else box_mask(box, shape)
 
     def background(self, k: int) -> np.ndarray:

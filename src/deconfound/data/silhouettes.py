@@ -10,8 +10,8 @@ Two rules, used alike by ``paste`` (which cuts) and ``annotate`` (which counts m
   the face alone. With a union mask, whose people are not told apart: the mask inside a body
   box, or the mask's connected regions that reach into a face box.
 - **Growth** (:func:`grow`). A person hidden from a background is grown by a share of its own
-  height (each instance, or each connected region of a union mask, by its own), so a mask's
-  blurred edge hides as much of a large person as of a small one.
+  height (each instance by its own; a union mask's persons by the height they span together),
+  so a mask's blurred edge hides as much of a large person as of a small one.
 """
 
 from __future__ import annotations
@@ -71,16 +71,17 @@ def own_person(labels: np.ndarray, box: Box, face: bool = False) -> np.ndarray |
 
 
 def people_of(labels: np.ndarray) -> list[np.ndarray]:
-    """Each person of ``labels`` as a bool array: every instance, and each connected region
-    of the persons of unknown identity."""
+    """Each person of ``labels`` as a bool array: every instance, and the persons of unknown
+    identity (a union mask's) together as one."""
     out = [labels == k for k in np.unique(labels) if 0 < k < UNKNOWN]
-    regions, n = ndimage.label(labels == UNKNOWN)
-    return out + [regions == r for r in range(1, n + 1)]
+    unknown = labels == UNKNOWN
+    return out + ([unknown] if unknown.any() else [])
 
 
 def grow(labels: np.ndarray, share: float = GROWTH) -> np.ndarray:
     """Every person of ``labels`` (bool (H, W)) grown by ``share`` of its own height (at least
-    one pixel; none with ``share`` = 0) in every direction."""
+    one pixel; none with ``share`` = 0) in every direction; the persons of a union mask by the
+    height of the region they span together (a union's parts are not told apart)."""
     out = labels > 0
     if share <= 0 or not out.any():
         return out
