@@ -140,17 +140,13 @@ def _bias_report(args: argparse.Namespace) -> None:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from deconfound.config import apply_override
     from deconfound.data.check import check_dataset
 
-    reader_args: dict = {}
-    for item in args.reader_args:
-        apply_override(reader_args, item)
     report = check_dataset(
         args.dataset,
         args.path,
         args.split,
-        reader_args,
+        _reader_args(args),
         decode=not args.no_decode,
         sidecars=args.sidecar or (),
         keypoints=args.keypoints,
@@ -172,17 +168,13 @@ def _data_check(args: argparse.Namespace) -> int:
 def _annotate(args: argparse.Namespace) -> None:
     import torch
 
-    from deconfound.config import apply_override, construct
+    from deconfound.config import construct
     from deconfound.data import READERS, dataset_info
     from deconfound.pipelines.annotate import annotate, load_detector
 
-    reader_args: dict = {}
-    for item in args.reader_args:
-        apply_override(reader_args, item)
     info = dataset_info(args.dataset)
-    reader = construct(
-        READERS[args.dataset], {"root": args.path, **reader_args}, f"the {args.dataset} reader"
-    )
+    options = {"root": args.path, **_reader_args(args)}
+    reader = construct(READERS[args.dataset], options, f"the {args.dataset} reader")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -481,14 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     an.add_argument("--threshold", type=float, default=0.5, help="least detection score kept")
     an.add_argument("--size", type=int, default=800, help="pictures' shorter side for the detector")
-    an.add_argument(
-        "--arg",
-        dest="reader_args",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a reader option, as data.args takes it (repeatable), e.g. --arg faces=boxes.csv",
-    )
+    _reader_option(an)
     an.add_argument("--no-progress", action="store_true", help=no_progress)
     an.set_defaults(func=_annotate)
 
@@ -515,14 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--keypoints", type=int, default=25, help="keypoints per skeleton in pose files (25)"
     )
-    c.add_argument(
-        "--arg",
-        dest="reader_args",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a reader option, as data.args takes it (repeatable), e.g. --arg faces=boxes.csv",
-    )
+    _reader_option(c)
     c.set_defaults(func=_data_check)
 
     d = sub.add_parser(
@@ -652,6 +630,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help=no_progress)
     r.set_defaults(func=_predict)
     return p
+
+
+def _reader_option(parser: argparse.ArgumentParser) -> None:
+    """``--arg KEY=VALUE``: a reader option, read back by :func:`_reader_args`."""
+    parser.add_argument(
+        "--arg",
+        dest="reader_args",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a reader option, as data.args takes it (repeatable), e.g. --arg faces=boxes.csv",
+    )
+
+
+def _reader_args(args: argparse.Namespace) -> dict:
+    """The reader options given with ``--arg``, as a mapping."""
+    from deconfound.config import apply_override
+
+    out: dict = {}
+    for item in args.reader_args:
+        apply_override(out, item)
+    return out
 
 
 def _sidecar_kinds() -> tuple[str, ...]:
