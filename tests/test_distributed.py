@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,30 @@ def two(
 ) -> dict[str, Any]:
     """Two processes (one torchrun launch): the dictionary build, a run (batch 16 per process)
     stopped after an epoch and resumed, and the evaluation of the one-process checkpoint.
-    What each process saw, by rank, and where the outputs are."""
-    out = tmp_path_factory.mktemp("two")
+    What each process saw, by rank, and where the outputs are.
+
+    A launch whose worker dies of a signal (seen once in CI: gloo aborting a process with
+    "terminate called without an active exception", not reproduced in 8 runs alone) is started
+    again once, in a new folder, with a warning; any other failure, or a second, fails."""
+    for attempt in (1, 2):
+        out = tmp_path_factory.mktemp("two")
+        rc, log = _launch_two(odd_root, out, one["checkpoint"])
+        if rc == 0:
+            break
+        if attempt == 1 and _died_of_a_signal(log):
+            warnings.warn(
+                f"torchrun: a worker died of a signal, launched again:\n{log[-2000:]}", stacklevel=1
+            )
+            continue
+        pytest.fail(f"torchrun failed ({rc}):\n{log[-6000:]}")
+    seen = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    return {"out": out, "seen": seen}
+
+
+def _launch_two(root: Path, out: Path, checkpoint: Path) -> tuple[int | str, str]:
+    """Run the jobs in two processes; the launch's exit status and log."""
     ddp = ["trainer.devices=2", "trainer.strategy=ddp"]
-    base = _overrides(odd_root, out, *ddp)
+    base = _overrides(root, out, *ddp)
     config = ["--config", "emotnet_synthetic"]
     splits = [a for s in SPLITS for a in ("--split", s)]
     broken = f"model.dictionary={out / 'broken' / 'dict.safetensors'}"
@@ -112,11 +133,12 @@ def two(
         ("build", ["dictionary", "build", *config, *base]),
         ("train", ["train", *config, *base, "data.batch_size=16", "trainer.max_epochs=1"]),
         ("resume", ["train", *config, *base, "data.batch_size=16"]),
-        ("evaluate", ["evaluate", "--checkpoint", str(one["checkpoint"]), "--json", *splits, *ddp]),
+        ("evaluate", ["evaluate", "--checkpoint", str(checkpoint), "--json", *splits, *ddp]),
     ]
     job = Path(__file__).with_name("distributed_job.py")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     log = out / "torchrun.log"
+    rc: int | str
     with log.open("wb") as f:  # a session of its own: a time-out kills the workers too
         launch = subprocess.Popen(
             [*torchrun, str(job), str(out), str(CHUNK), json.dumps(jobs)],
@@ -130,10 +152,12 @@ def two(
             os.killpg(launch.pid, signal.SIGKILL)
             launch.wait()
             rc = f"killed after {TIMEOUT:.0f} s"
-    if rc != 0:
-        pytest.fail(f"torchrun failed ({rc}):\n{log.read_text()[-6000:]}")
-    seen = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
-    return {"out": out, "seen": seen}
+    return rc, log.read_text(errors="replace")
+
+
+def _died_of_a_signal(log: str) -> bool:
+    """Whether torchrun says a worker was ended by a signal of its own (abort, segfault)."""
+    return any(f"({name})" in log for name in ("SIGABRT", "SIGSEGV", "SIGBUS"))
 
 
 def test_two_processes_evaluate_a_checkpoint_exactly_as_one(one: dict, two: dict) -> None:
