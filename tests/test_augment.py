@@ -176,3 +176,59 @@ def test_bad_values_are_named(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
         load_config(None, [f"data.augment.{override}"])
     assert "\n" not in str(err.value)
+
+
+def _square(size: int = 48, side: int = 16) -> torch.Tensor:
+    """A black picture with a white square of ``side`` pixels in its centre."""
+    picture = torch.zeros(3, size, size, dtype=torch.uint8)
+    lo = (size - side) // 2
+    picture[:, lo : lo + side, lo : lo + side] = 255
+    return picture
+
+
+def _extent(picture: torch.Tensor) -> tuple[float, float, float]:
+    """Width of the bright region on its middle row, and its brightness centroid (x, y)."""
+    bright = picture[0].float() / 255
+    row = bright[bright.sum(1).argmax()]
+    ys, xs = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    total = bright.sum()
+    return (
+        float((row > 0.5).sum()),
+        float((bright * xs).sum() / total),
+        float((bright * ys).sum() / total),
+    )
+
+
+def test_evaluation_sees_the_training_crops_scale_centred() -> None:
+    """The release crops 224 of a 256 resize at training and the centre 224 at test: one
+    scale. Here the training crop (share 0.766 of the area, resized back) and the evaluation
+    frame show the square equally large, and the frame sits at the mean training crop."""
+    aug = Augment(AugmentConfig(crop_scale=[0.765625, 0.765625]))
+    picture = {"face": _square()}
+    framed = aug.frame(picture)["face"]
+    crops = [aug(picture, rng(seed))["face"] for seed in range(200)]
+    width, x, y = _extent(framed)
+    assert width == pytest.approx(16 / 0.875, abs=1)  # 18.3 pixels: the crops' zoom
+    assert all(abs(_extent(c)[0] - width) <= 1 for c in crops)
+    mean = torch.stack(crops).float().mean(0).to(torch.uint8)
+    _, mx, my = _extent(mean)
+    assert (mx, my) == (pytest.approx(x, abs=0.5), pytest.approx(y, abs=0.5))
+    assert (x, y) == (pytest.approx(23.5, abs=0.5), pytest.approx(23.5, abs=0.5))
+    assert _extent(picture["face"])[0] == 16  # without the frame: the smaller, whole view
+    whole = Augment(AugmentConfig(crop_scale=[0.765625, 0.765625], eval_crop=False))
+    assert not whole.framed and whole.frame(picture) is picture
+    assert not Augment(AugmentConfig(flip_p=0.5)).framed  # no crop, nothing to match
+
+
+def test_a_crop_range_frames_at_its_mean_area() -> None:
+    aug = Augment(AugmentConfig(crop_scale=[0.5, 1.0]))
+    assert aug.frame_area == 0.75
+    framed = aug.frame({"face": _square(), "pose": torch.ones(17, 3)})
+    assert _extent(framed["face"])[0] == pytest.approx(16 / 0.75**0.5, abs=1)
+    assert torch.equal(framed["pose"], torch.ones(17, 3))
+
+
+def test_augment_null_turns_augmentation_off() -> None:
+    cfg = load_config("faces_synthetic", ["data.augment=null"])
+    aug = Augment(cfg.data.augment)
+    assert not aug.enabled and not aug.framed

@@ -4,6 +4,7 @@ three-step training in the engine."""
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from deconfound.config import Config, ModelConfig, load_config
 from deconfound.data import EmotionDataModule
 from deconfound.data.synthetic_faces import FaceSynthConfig
 from deconfound.data.synthetic_faces import generate as generate_faces
+from deconfound.diagnostics.iern import diagnose
 from deconfound.engine import EmotionModule, evaluate, load_module, train
 from deconfound.errors import ConfigError
 from deconfound.methods import IERNMethod, create_model
@@ -199,6 +201,14 @@ def test_iern_trains_its_three_steps_and_restores_from_its_checkpoint(
         rows = list(csv.DictReader(f))
     for name in ("train/discriminators", "train/confusion", "train/center", "train/reconstruction"):
         assert any(row[name] for row in rows), name
+    diagnosed = (
+        "eval_mode_accuracy",
+        "prototype_distance",
+        "share_classification",
+        "generator_step2",
+    )
+    for name in diagnosed:  # IERN's diagnostics, an epoch's mean
+        assert any(row.get(f"iern/{name}") for row in rows), name
     state = torch.load(result.best_checkpoint, weights_only=False)
     assert len(state["optimizer_states"]) == 3  # discriminators, features, classifier
     views, _, _ = next(iter(data.loader("test")))
@@ -249,7 +259,196 @@ def test_the_step3_switch_changes_only_step_3(faces_root: Path, tmp_path: Path) 
     for part in differ:
         keys = [k for k in release if part in k and release[k].is_floating_point()]
         assert keys and any(not torch.equal(release[k], recomputed[k]) for k in keys), part
-    with pytest.raises(ConfigError, match="step3 .* must be one of release, recomputed"):
+    with pytest.raises(
+        ConfigError, match="step3 .* must be one of release, pre_update, recomputed"
+    ):
         create_model(
             _faces_config(faces_root, tmp_path, "model.intervention_args={step3: early}").model, 6
         )
+
+
+class _ThroughData:
+    """An optimiser as the release's torch ran it: the new values written through ``.data``,
+    which autograd does not see, so that a graph that saved a weight before the step computes
+    its backward with the updated value. (Its steps are ``opt``'s kind and settings, taken on
+    shadow copies of the parameters.)"""
+
+    def __init__(self, opt: torch.optim.Optimizer) -> None:
+        self.params = [p for g in opt.param_groups for p in g["params"]]
+        self.shadows = [p.detach().clone().requires_grad_() for p in self.params]
+        shadow = iter(self.shadows)
+        groups = [
+            {
+                **{k: v for k, v in g.items() if k != "params"},
+                "params": [next(shadow) for _ in g["params"]],
+            }
+            for g in opt.param_groups
+        ]
+        self.inner = type(opt)(groups)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        for p, s in zip(self.params, self.shadows, strict=True):
+            s.data.copy_(p.data)
+            s.grad = None if p.grad is None else p.grad.clone()
+        self.inner.step()
+        for p, s in zip(self.params, self.shadows, strict=True):
+            p.data.copy_(s.data)
+
+
+def _release_batch(module: EmotionModule, opts: list[_ThroughData], batch: tuple) -> None:
+    """One batch of the release's ``IERNModel.optimize_parameters`` (its order, its graph: the
+    generators read the backbone's map itself, step 2 keeps the graph, step 3 classifies the
+    emotion map of the batch's start), on our modules and losses."""
+    views, y, z = batch
+    net, (opt_dis, opt_feat, opt_cls) = module.model, opts
+    iern = net.iern
+    f = net.features(views)
+    e, c = iern.emotion_generator(f), iern.confounder_generator(f)
+    discriminators = iern.parameter_groups()["discriminators"]
+    opt_dis.zero_grad()
+    iern.discriminator_loss(e.detach(), c.detach(), y, z).backward()
+    opt_dis.step()
+    for p in discriminators:
+        p.requires_grad_(False)
+    opt_feat.zero_grad()
+    iern.feature_losses(f, e, c, z).total.backward(retain_graph=True)
+    iern.centres.grad.mul_(1 / iern.center_weight)
+    opt_feat.step()
+    opt_cls.zero_grad()
+    module.loss(iern.classify(e), y).backward()
+    opt_cls.step()
+    for p in discriminators:
+        p.requires_grad_(True)
+
+
+def _driven(module: EmotionModule) -> list[torch.optim.Optimizer]:
+    """``module`` made to run ``training_step`` without a trainer; its three optimisers."""
+    opts = module.method.configure_optimizers(module)
+    module.optimizers = lambda: opts  # type: ignore[method-assign]
+    module.manual_backward = lambda loss, *a, **k: loss.backward(*a, **k)  # type: ignore[method-assign]
+    module.log = module.log_dict = lambda *a, **k: None  # type: ignore[method-assign]
+    return opts
+
+
+def test_step3_release_trains_as_the_release_ran_on_its_torch(
+    faces_root: Path, tmp_path: Path
+) -> None:
+    """Three batches from equal weights: ``step3: release`` ends where the release's own
+    training step (with its torch's ``.data`` updates) ends, every parameter and batch-norm
+    statistic equal within float32 rounding; ``pre_update`` (the gradient at the weights before
+    step 2) does not."""
+    g = torch.Generator().manual_seed(5)
+    batches = [
+        (
+            {"face": torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=g)},
+            torch.randint(0, 6, (12,), generator=g),
+            torch.arange(12) % 3,
+        )
+        for _ in range(3)
+    ]
+    ends = {}
+    for mode in ("reference", "release", "pre_update"):
+        step3 = "release" if mode == "reference" else mode
+        cfg = _faces_config(
+            faces_root,
+            tmp_path,
+            "optim.scheduler=none",
+            "model.intervention_args={strata: 3, channels: 32, map_size: 2, step3: " + step3 + "}",
+        )
+        torch.manual_seed(0)
+        module = EmotionModule(cfg.to_dict()).train()
+        through = [_ThroughData(o) for o in _driven(module)]
+        for i, batch in enumerate(batches):
+            if mode == "reference":
+                _release_batch(module, through, batch)
+            else:
+                module.training_step(batch, i)
+        ends[mode] = {k: v.clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+    def gap(mode: str) -> float:
+        return max((ends[mode][k] - v).abs().max().item() for k, v in ends["reference"].items())
+
+    assert gap("release") < 1e-5
+    assert gap("pre_update") > 20 * gap("release")
+
+
+def test_a_random_non_resnet_backbone_is_warned_on_real_faces(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    args = "model.args={view: face, backbone: caer_encoder}"
+    small = "model.intervention_args={strata: 3, channels: 32, map_size: 2}"
+    with caplog.at_level(logging.WARNING):
+        EmotionModule(load_config("mixbasic_iern", [args, small]).to_dict())
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "(caer_encoder) of SingleStream starts from random weights on mixbasic" in line
+
+
+class _MapBase(torch.nn.Module):
+    """A base model whose feature map is its ``face`` view as it is (for hand computations)."""
+
+    views = ("face",)
+    num_features = 8
+
+    def forward_map(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        return views["face"]
+
+
+def test_the_diagnostics_equal_a_hand_computation() -> None:
+    net = IERNClassifier(_MapBase(), _iern())
+    fmap, y, z = _batch()
+    iern = net.iern
+    with torch.no_grad():  # prototypes at twice each stratum's mean confounder map: distance 1
+        f = iern.reduce(fmap)
+        c = iern.confounder_generator(f).flatten(1)
+        for s in range(STRATA):
+            iern.centres[s] = 2 * c[z == s].mean(0)
+    net.eval()  # the mode it is left in, whatever the diagnosis switches
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    loss = torch.nn.functional.cross_entropy
+    halves = [({"face": fmap[:12]}, y[:12], z[:12]), ({"face": fmap[12:]}, y[12:], z[12:])]
+    got = diagnose(net, halves, loss)
+    assert not net.training and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
+    whole = diagnose(net, [({"face": fmap}, y, z)], loss)  # the batch the centres came from
+    for s in range(STRATA):
+        assert whole[f"prototype_distance_{s}"] == pytest.approx(1.0, abs=1e-5)
+    assert whole["prototype_distance"] == pytest.approx(1.0, abs=1e-5)
+    # by hand, half by half (batch statistics are per batch in train mode)
+    correct = {"train": 0, "eval": 0, "e": 0, "c": 0, "ec": 0, "ce": 0}
+    norms = dict.fromkeys(("confusion", "reconstruction", "classification"), 0.0)
+    for views, yy, zz in halves:
+        net.train()
+        f = net.features(views)
+        e, c = iern.emotion_generator(f), iern.confounder_generator(f)
+        logits = iern.classify(e)
+        losses = iern.feature_losses(f, e, c, zz)
+        terms = {"confusion": losses.confusion, "reconstruction": losses.reconstruction}
+        terms["classification"] = loss(logits, yy)
+        for name, term in terms.items():
+            grads = torch.autograd.grad(
+                term, list(iern.emotion_generator.parameters()), retain_graph=True
+            )
+            norms[name] += float(torch.cat([g.flatten() for g in grads]).norm())
+        correct["train"] += int((logits.argmax(-1) == yy).sum())
+        correct["e"] += int((iern.emotion_discriminator(e).argmax(-1) == yy).sum())
+        correct["c"] += int((iern.confounder_discriminator(c).argmax(-1) == zz).sum())
+        correct["ec"] += int((iern.emotion_discriminator(c).argmax(-1) == yy).sum())
+        correct["ce"] += int((iern.confounder_discriminator(e).argmax(-1) == zz).sum())
+        net.load_state_dict(before)  # the running statistics as they were
+        net.eval()
+        correct["eval"] += int((net(views).argmax(-1) == yy).sum())
+    n = len(y)
+    assert got["train_mode_accuracy"] == correct["train"] / n
+    assert got["eval_mode_accuracy"] == correct["eval"] / n
+    assert got["emotion_discriminator"] == correct["e"] / n
+    assert got["confounder_discriminator"] == correct["c"] / n
+    assert got["emotion_from_c"] == correct["ec"] / n
+    assert got["stratum_from_e"] == correct["ce"] / n
+    total = sum(norms.values())
+    for name, norm in norms.items():
+        assert got[f"share_{name}"] == pytest.approx(norm / total, rel=1e-4)
+    assert sum(got[f"share_{k}"] for k in norms) == pytest.approx(1.0)

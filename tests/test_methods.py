@@ -13,6 +13,7 @@ from conftest import run_overrides
 
 from deconfound.config import load_config
 from deconfound.data import EmotionDataModule
+from deconfound.data.views import make_views
 from deconfound.engine import evaluate, load_module, train
 from deconfound.engine.metrics import ReweightedAccuracy
 from deconfound.methods import (
@@ -213,3 +214,17 @@ def test_augmentation_applies_to_training_only_and_follows_the_seed(tiny_root: P
     assert val.augment is None and torch.equal(val[0][0]["whole"], val[0][0]["whole"])
     order = list(data.loader("train", shuffle=True, seed=1).sampler)
     assert all(isinstance(k, tuple) and k[1] == 0 for k in order)  # (index, epoch) keys
+
+
+def test_evaluation_splits_are_framed_at_the_training_crops_scale(tiny_root: Path) -> None:
+    crop = "data.augment={crop_scale: [0.64, 0.64]}"
+    cfg = load_config("emotnet_synthetic", [f"data.root={tiny_root}", crop, "data.cache=true"])
+    data = EmotionDataModule(cfg.data, ("body", "whole"))
+    val, train_set = data.dataset("val"), data.dataset("train")
+    whole = make_views(val.samples[0], val.sizes)["whole"]
+    framed = val[0][0]["whole"]
+    assert torch.equal(framed, data.augment.frame({"whole": whole})["whole"])
+    assert not torch.equal(framed, whole)
+    assert not val.augmented and train_set.augmented  # val is never cropped at random
+    plain = load_config("emotnet_synthetic", [f"data.root={tiny_root}", "data.cache=true"])
+    assert EmotionDataModule(plain.data, ("whole",)).dataset("val").augment is None

@@ -131,7 +131,7 @@ def test_release_folds_hold_out_each_sources_two_missing_emotions(
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
-def test_release_bias90_moves_a_share_of_each_held_out_pair_into_training(
+def test_release_bias90_moves_a_share_of_each_held_out_pairs_sequences_into_training(
     small_root: Path, version: int
 ) -> None:
     train90 = _ids(small_root, "train", f"bias90v{version}")
@@ -142,8 +142,14 @@ def test_release_bias90_moves_a_share_of_each_held_out_pair_into_training(
     moved = [_parse(line) for line in set(train90) - set(test90) if line in test100]
     assert sorted(moved) == sorted(_parse(line) for line in set(test100) - set(test90))
     moved_per_pair = Counter((s, e) for s, _, e, _ in moved)
-    share = round((1 - SMALL.bias) * PAIR)  # 0.4 of 12 pictures, read back from the lists
+    share = round((1 - SMALL.bias) * SMALL.subjects) * SMALL.frames  # 2 of 6 sequences, 4 faces
     assert moved_per_pair == {(missing_source(e, version), e): share for e in range(6)}
+    # whole sequences: no (source, person, emotion) has frames on both sides
+    sequences = {
+        side: {_parse(line)[:3] for line in ids}
+        for side, ids in (("train", train90), ("test", test90))
+    }
+    assert sequences["test"] and not sequences["train"] & sequences["test"]
     meta = json.loads((small_root / "meta.json").read_text())["counts"][f"bias90v{version}"]
     assert meta["train_held_out_share"] == round(len(moved) / len(train90), 4)
 
@@ -301,8 +307,8 @@ def test_generation_is_cached_and_refuses_other_settings(small_root: Path) -> No
 def test_another_format_or_a_foreign_folder_is_refused(tmp_path: Path) -> None:
     old = tmp_path / "old"
     old.mkdir()
-    (old / "meta.json").write_text(json.dumps({"format": "deconfound-synthetic-faces/0"}))
-    with pytest.raises(DataError, match="another root or delete it") as err:
+    (old / "meta.json").write_text(json.dumps({"format": "deconfound-synthetic-faces/1"}))
+    with pytest.raises(DataError, match="split sequences between train and test.*delete it") as err:
         generate(old, SMALL, progress=False)
     assert "\n" not in str(err.value)
     foreign = tmp_path / "foreign"

@@ -45,7 +45,14 @@ class AugmentConfig:
     blur (probability ``blur_p``, sigma in ``blur_sigma``, in pixels). The crop always comes
     first; ``order`` is ``fixed`` (flip, affine, brightness, contrast, saturation, hue, blur) or
     ``shuffled`` (an order drawn per view). ``views``: the views to augment (null: all of
-    ``AUGMENT_VIEWS`` that a sample has).
+    ``AUGMENT_VIEWS`` that a sample has). ``data.augment: null`` turns every op off.
+
+    ``eval_crop`` keeps one scale at training and evaluation when the crop is on: every view
+    that is not augmented (the evaluation splits, predictions) is cut to its centred square of
+    the training crops' mean area (the mean of ``crop_scale``), resized to the view's size as
+    the training crops are; the release's 256-resize, 224-crop protocol is ``crop_scale``
+    (224/256)² with it. ``false`` gives evaluation the whole view (this library before
+    2026-12-07: the training crops then showed faces 1/sqrt(scale) times larger).
     """
 
     flip_p: float = 0.0
@@ -65,6 +72,7 @@ class AugmentConfig:
     affine_p: float = 1.0
     order: str = "fixed"
     views: list[str] | None = None
+    eval_crop: bool = True
 
     def __post_init__(self) -> None:
         for key in ("flip_p", "jitter_p", "blur_p", "affine_p", "affine_translate"):
@@ -573,6 +581,8 @@ def from_dict(cls: type, raw: Any, source: str, prefix: str = "") -> Any:
 
 def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
+        if value is None and tp is AugmentConfig:  # data.augment: null, no augmentation
+            return tp()
         return from_dict(tp, value, source, key + ".")
     if tp is Any:
         return value

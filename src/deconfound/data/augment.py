@@ -13,6 +13,10 @@ order: flip 1, affine 6, brightness, contrast, saturation and hue 1 each, blur 2
 its numbers whether or not its coin comes up, so the draws of one view do not depend on the
 pixels or on which ops fired. 1-channel views (depth, mask) get the crop, the flip and the
 affine only; ``mask`` is resampled with nearest-neighbour interpolation, the others bilinearly.
+
+Views that are not augmented (evaluation, prediction) get :meth:`Augment.frame`: with the crop
+on, the centred square of the training crops' mean area, resized as they are, so that a model
+sees one scale at training and at evaluation (``AugmentConfig.eval_crop``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Augment:
     """The random augmentation an :class:`~deconfound.config.AugmentConfig` describes.
 
     ``enabled`` is False when every op is off; calling it then returns the views as they are.
+    ``framed`` is True when :meth:`frame` changes the views it is given.
     """
 
     def __init__(self, cfg: AugmentConfig) -> None:
@@ -66,6 +71,8 @@ class Augment:
         }
         self.ops: tuple[str, ...] = tuple(op for op in OPS if on[op])
         self.enabled = self.crop or bool(self.ops)
+        self.frame_area = sum(cfg.crop_scale) / 2 if self.crop and cfg.eval_crop else 1.0
+        self.framed = self.frame_area < 1.0
         self.views = frozenset(AUGMENT_VIEWS if cfg.views is None else cfg.views)
         self._log_ratio = (math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
 
@@ -82,6 +89,31 @@ class Augment:
             if name in self.views and _is_image(image):
                 out[name] = self._augment(image, rng, name in NEAREST_VIEWS)
         return out
+
+    def frame(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``views`` as evaluation sees them: each view that training augments cut to its
+        centred square of area ``frame_area`` (the mean of ``crop_scale``) and resized back to
+        its size; the others, or all when ``framed`` is False, as they are."""
+        if not self.framed:
+            return views
+        out = dict(views)
+        for name in views:
+            image = views[name]
+            if name in self.views and _is_image(image):
+                mode = (
+                    InterpolationMode.NEAREST
+                    if name in NEAREST_VIEWS
+                    else InterpolationMode.BILINEAR
+                )
+                out[name] = self._centre(image, mode)
+        return out
+
+    def _centre(self, image: torch.Tensor, mode: InterpolationMode) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        side = math.sqrt(height * width * self.frame_area)
+        w, h = min(width, max(1, round(side))), min(height, max(1, round(side)))
+        top, left = (height - h) // 2, (width - w) // 2
+        return F.resized_crop(image, top, left, h, w, [height, width], interpolation=mode)
 
     def _augment(
         self, image: torch.Tensor, rng: np.random.Generator, nearest: bool

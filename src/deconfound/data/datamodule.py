@@ -126,6 +126,8 @@ class ViewDataset(Dataset[Batch]):
     (``augment``); both draw from a random generator seeded by (``seed``, epoch, index), given
     by indexing with ``(index, epoch)`` (as :class:`EpochShuffle` with ``keyed=True`` does), so
     that an epoch's samples are the same in every run and process, a resumed run included.
+    Indexed without an epoch (any split but a training split's sampler) the views get the
+    augmentation's evaluation frame instead (:meth:`Augment.frame`).
     """
 
     def __init__(
@@ -139,11 +141,14 @@ class ViewDataset(Dataset[Batch]):
         *,
         strata: np.ndarray | None = None,
         augment: Augment | None = None,
+        train: bool = False,
     ) -> None:
         self.samples, self.info, self.sizes, self.fill = list(samples), info, dict(sizes), fill
+        self.train = train
         self.root = root
         self.strata = strata
-        self.augment = augment if augment is not None and augment.enabled else None
+        used = augment is not None and ((train and augment.enabled) or augment.framed)
+        self.augment = augment if used else None
         self.compose: Composer | None = None
         self.seed = 0
         self.cache = cache
@@ -155,15 +160,22 @@ class ViewDataset(Dataset[Batch]):
         i, epoch = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[i]
         rng = None
-        if epoch is not None and (self.compose is not None or self.augment is not None):
+        if epoch is not None and (self.compose is not None or self.augmented):
             rng = np.random.default_rng(epoch_seed(self.seed, epoch, f"sample:{i}"))
         if rng is not None and self.compose is not None:
             views = make_views(sample, self.sizes, self.fill, self.root, self.compose(i, rng))
         else:
             views = self._views(i)
-        if rng is not None and self.augment is not None:
-            views = self.augment(views, rng)
+        if rng is not None and self.augmented:
+            views = self.augment(views, rng)  # type: ignore[misc]
+        elif self.augment is not None:  # evaluation: the training crops' scale
+            views = self.augment.frame(views)
         return views, target(sample, self.info), torch.tensor(self.stratum(i))
+
+    @property
+    def augmented(self) -> bool:
+        """Whether indexing with an epoch draws a random augmentation (a training split)."""
+        return self.train and self.augment is not None and self.augment.enabled
 
     def _views(self, i: int) -> dict[str, torch.Tensor]:
         views = self.cache.get(i) if self.cache is not None else None
@@ -284,7 +296,8 @@ class EmotionDataModule(L.LightningDataModule):
                 self.cfg.mask_fill,  # type: ignore[arg-type]
                 None,
                 root=self.reader.root,
-                augment=self.augment if train else None,
+                augment=self.augment,
+                train=train,
             )
         dataset = self._datasets[split]
         if dataset.cache is None and not (train and self.compose is not None):
@@ -356,7 +369,7 @@ class EmotionDataModule(L.LightningDataModule):
         dataset = self.dataset(split)
         sampler: Sampler[Any] | None = None
         if shuffle:
-            keyed = dataset.compose is not None or dataset.augment is not None
+            keyed = dataset.compose is not None or dataset.augmented
             sampler = EpochShuffle(dataset, seed, replicas, rank, keyed=keyed)
         elif replicas > 1:
             if len(dataset) < replicas:

@@ -10,11 +10,17 @@ learning rate and betas), in the published order:
 3. the base model and reduction (at ``optim.backbone_lr``), the emotion generator and the
    classifier, by cross-entropy of the stratum-averaged prediction.
 
-Step 3's emotion map is, as in the authors' release, the one computed at the start of the
-batch, before step 2 updated the emotion generator (``intervention_args.step3: release``, the
-default; its gradient is taken at the generator's weights of that moment), or recomputed after
-step 2 (``step3: recomputed``, what this library did before). Steps 1 and 2 are the same
-either way.
+Step 3 classifies, as the authors' release does, the emotion map computed at the start of the
+batch, before step 2 updated the emotion generator; the release's backward then ran through that
+map's graph after the update, and on its torch (whose Adam wrote the new weights through
+``.data``, unseen by autograd) the gradient passed through the generator at its *updated*
+weights, with the activations of the start of the batch (``intervention_args.step3:
+release``, the default, reproduces this). Two named variants: ``pre_update`` takes the whole
+step-3 gradient at the weights of the start of the batch (what a torch that keeps saved
+tensors apart would compute; this library's ``release`` until 2026-12-07) and ``recomputed``
+recomputes the emotion map after step 2. Steps 1 and 2 are the same in all three, and the
+emotion generator runs once per batch in the first two (its batch-norm statistics updated
+once, as in the release).
 
 Batches carry every sample's confounder stratum: the source data set where a data set states
 it (mixbasic, synthetic_faces), else the sample's context cluster in the dictionary.
@@ -33,6 +39,7 @@ from deconfound.causal import ConfounderDictionary
 from deconfound.causal.iern import IERN
 from deconfound.config import construct
 from deconfound.data.datamodule import Batch
+from deconfound.diagnostics.iern import diagnose
 from deconfound.errors import ConfigError
 from deconfound.methods.base import Method, check_strata
 from deconfound.models.classifier import IERNClassifier
@@ -42,8 +49,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STEP3 = ("release", "recomputed")
-"""Which emotion map IERN's step 3 classifies (see the module docstring)."""
+DIAGNOSE_EVERY = 5
+"""Every how many training batches IERN's diagnostics (:mod:`deconfound.diagnostics.iern`) are
+measured and logged (``intervention_args.diagnose_every``; 0: never)."""
+
+STEP3 = ("release", "pre_update", "recomputed")
+"""How IERN's step 3 reads the emotion map (see the module docstring)."""
 
 
 class IERNMethod(Method):
@@ -72,6 +83,13 @@ class IERNMethod(Method):
                 f"(single_stream), not '{self.cfg.name}'"
             )
         args = dict(self.cfg.intervention_args)
+        every = args.pop("diagnose_every", DIAGNOSE_EVERY)
+        if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+            raise ConfigError(
+                f"model.intervention_args.diagnose_every of method '{self.name}' must be a "
+                f"whole number of batches (0: never), got {every!r}"
+            )
+        self.diagnose_every, self._batches = every, 0
         if args.pop("step3", "release") not in STEP3:
             raise ConfigError(
                 f"model.intervention_args.step3 of method '{self.name}' must be one of "
@@ -91,15 +109,23 @@ class IERNMethod(Method):
         iern = net.iern
         check_strata(z, iern.strata, self.name)
         opt_dis, opt_feat, opt_cls = module.optimizers()  # type: ignore[misc]
+        step3 = self.cfg.intervention_args.get("step3", "release")
+        every = getattr(self, "diagnose_every", DIAGNOSE_EVERY)
+        self._batches = getattr(self, "_batches", 0) + 1
+        diagnosed = every > 0 and (self._batches - 1) % every == 0
+        if diagnosed:  # before this batch's updates, the model left as it is
+            numbers = diagnose(net, [(views, y, z)], module.loss)
+            start = [p.detach().clone() for p in iern.emotion_generator.parameters()]
         f = net.features(views)  # (B, C, s, s), with the backbone's graph for step 3
         fd = f.detach()
-        e, c = iern.emotion_generator(fd), iern.confounder_generator(fd)
-        early = None
-        if self.cfg.intervention_args.get("step3", "release") == "release":
-            # the map step 3 reads, taken now: through copies of the generator's weights, which
-            # keep their values (and the gradient's path to the weights) when step 2 updates them
-            weights = {k: p.clone() for k, p in iern.emotion_generator.named_parameters()}
-            early = torch.func.functional_call(iern.emotion_generator, weights, (f,))
+        generator = iern.emotion_generator
+        weights: dict[str, torch.Tensor] = {}
+        if step3 == "recomputed":
+            e = generator(fd)
+        else:  # the map step 3 reads, taken now, through copies of the generator's weights
+            weights = {k: p.clone() for k, p in generator.named_parameters()}
+            e = torch.func.functional_call(generator, weights, (f,))
+        c = iern.confounder_generator(fd)
 
         dis = iern.discriminator_loss(e.detach(), c.detach(), y, z)
         opt_dis.zero_grad()
@@ -111,14 +137,23 @@ class IERNMethod(Method):
             p.requires_grad_(False)
         feat = iern.feature_losses(fd, e, c, z)
         opt_feat.zero_grad()
-        module.manual_backward(feat.total)
+        # only step 2's parameters (the backbone's gradient would be cleared before step 3),
+        # keeping the emotion map's graph for step 3
+        module.manual_backward(
+            feat.total, inputs=iern.parameter_groups()["features"], retain_graph=bool(weights)
+        )
         if iern.center_weight > 0:  # the centres follow the unweighted center loss
             iern.centres.grad.div_(iern.center_weight)  # type: ignore[union-attr]
         opt_feat.step()
+        if diagnosed:
+            middle = [p.detach().clone() for p in iern.emotion_generator.parameters()]
         for p in discriminators:
             p.requires_grad_(True)
+        if step3 == "release":  # step 3's backward sees the update, as the release's torch did
+            for k, p in generator.named_parameters():
+                weights[k].data.copy_(p.detach())
 
-        logits = iern.classify(early if early is not None else iern.emotion_generator(f))
+        logits = iern.classify(e if weights else generator(f))
         loss = module.loss(logits, y)
         if not torch.isfinite(loss) or not torch.isfinite(feat.total):
             raise FloatingPointError(
@@ -129,6 +164,16 @@ class IERNMethod(Method):
         module.manual_backward(loss)
         opt_cls.step()
         n = len(y)
+        if diagnosed:  # how far each optimiser moved the emotion generator this batch
+            end = list(iern.emotion_generator.parameters())
+            numbers["generator_step2"] = _distance(start, middle)
+            numbers["generator_step3"] = _distance(middle, end)
+            module.log_dict(
+                {f"iern/{k}": v for k, v in numbers.items()},
+                on_step=False,
+                on_epoch=True,
+                batch_size=n,
+            )
         module.log("train/loss", loss, prog_bar=True, batch_size=n)
         module.log_dict(
             {
@@ -163,6 +208,14 @@ class IERNMethod(Method):
         if schedulers[0] is None:
             return optimizers
         return optimizers, schedulers
+
+
+def _distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """‖a − b‖ over a list of tensors (flattened together)."""
+    return float(
+        sum((x.detach() - y.detach()).double().pow(2).sum() for x, y in zip(a, b, strict=True))
+        ** 0.5
+    )
 
 
 class Confusion(IERNMethod):

@@ -14,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from deconfound.data import sidecars
+from deconfound.data.augment import Augment
 from deconfound.data.faces import DETECTORS, FaceDetector
 from deconfound.data.sample import Box, Sample
 from deconfound.data.views import load_image, make_views
@@ -166,6 +167,7 @@ class Predictor:
             raise ConfigError(f"{checkpoint}: data.view_sizes lacks a size for view(s) {missing}")
         self.sizes = {v: data.view_sizes[v] for v in self.views}
         self.fill = data.mask_fill
+        self.frame = Augment(data.augment).frame  # the scale the model was evaluated at
         self.root = Path(sidecar_root) if sidecar_root is not None else None
         kinds = [k for k in sidecars.KINDS if sidecars.VIEW_OF[k] in self.views]
         if kinds and self.root is None:
@@ -260,7 +262,7 @@ class Predictor:
                 name,
                 shown,
                 source,
-                make_views(s, sizes, fill, root, picture),
+                self.frame(make_views(s, sizes, fill, root, picture)),
                 face,
             )
             for n, (s, shown, source, face) in enumerate(found)

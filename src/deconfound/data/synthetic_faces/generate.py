@@ -34,7 +34,9 @@ from deconfound.data.synthetic_faces.render import STYLES, Identity, draw_face, 
 from deconfound.errors import DataError
 from deconfound.io import read_meta, staged_folder
 
-FORMAT = "deconfound-synthetic-faces/1"
+FORMAT = "deconfound-synthetic-faces/2"
+"""/2: bias90 folds move whole sequences (in /1, single pictures: a test face's sibling frames
+could be in training)."""
 DATASET = "SyntheticFaces"
 """The data-set name every id starts with."""
 FOLDS: tuple[str, ...] = (
@@ -177,9 +179,11 @@ def plan_folds(cfg: FaceSynthConfig) -> dict[str, tuple[list[FaceImage], list[Fa
 
     ``design="release"`` (the IERN authors' folds): ``bias100v{f}`` trains on every picture
     except those of the held-out pairs (emotion, :func:`missing_source`) and tests on those;
-    ``bias90v{f}`` moves ``round((1 - bias) n)`` of each held-out pair's ``n`` pictures (a
-    seeded choice) into training and tests on the rest. People are not held out: a person's
-    other emotions are in training.
+    ``bias90v{f}`` moves ``round((1 - bias) n)`` of each held-out pair's ``n`` sequences (a
+    seeded choice; a sequence is one person's frames of the emotion) into training, every
+    frame of each, and tests on the rest, as the release's folds move whole sequences: no
+    sequence has frames on both sides. People are not held out: a person's other emotions are
+    in training.
 
     ``design="home"``: ``bias100v{f}`` trains on every training-subject picture of (emotion,
     its home source) and tests on every test-subject picture of (emotion, another source).
@@ -213,9 +217,11 @@ def _release_fold(
     if fold.startswith("bias90"):
         for e in range(len(BASIC_EMOTIONS)):
             pair = [im for im in held if im.emotion == e]
+            subjects = sorted({im.subject for im in pair})  # one sequence each
             rng = np.random.default_rng([cfg.seed, _MIX, version, e])
-            n = _round((1 - cfg.bias) * len(pair))
-            moved.update(pair[i] for i in rng.choice(len(pair), n, replace=False))
+            n = _round((1 - cfg.bias) * len(subjects))
+            chosen = {subjects[i] for i in rng.choice(len(subjects), n, replace=False)}
+            moved.update(im for im in pair if im.subject in chosen)
     held_set = set(held)
     train = [im for im in pool if im not in held_set or im in moved]
     test = [im for im in held if im not in moved]
@@ -297,8 +303,9 @@ def _is_cached(root: Path, cfg: FaceSynthConfig) -> bool:
         meta = read_meta(meta_path)
         if meta.get("format") != FORMAT:
             raise DataError(
-                f"{root} holds a set in format {meta.get('format')!r}, not {FORMAT!r}; "
-                "use another root or delete it to have it drawn again"
+                f"{root} holds a set in format {meta.get('format')!r}, not {FORMAT!r} (an earlier "
+                "version's, whose bias90 folds split sequences between train and test); delete "
+                "it to have it drawn again, or use another root"
             )
         if meta.get("config") != asdict(cfg):
             raise DataError(
