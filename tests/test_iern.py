@@ -16,6 +16,7 @@ from deconfound.data import EmotionDataModule
 from deconfound.data.synthetic_faces import FaceSynthConfig
 from deconfound.data.synthetic_faces import generate as generate_faces
 from deconfound.diagnostics.iern import diagnose
+from deconfound.diagnostics.report import bias_report
 from deconfound.engine import EmotionModule, evaluate, load_module, train
 from deconfound.errors import ConfigError
 from deconfound.methods import IERNMethod, create_model
@@ -452,3 +453,36 @@ def test_the_diagnostics_equal_a_hand_computation() -> None:
     for name, norm in norms.items():
         assert got[f"share_{name}"] == pytest.approx(norm / total, rel=1e-4)
     assert sum(got[f"share_{k}"] for k in norms) == pytest.approx(1.0)
+
+
+@pytest.mark.filterwarnings("ignore:The number of training batches")
+def test_bias_report_shows_an_iern_checkpoints_diagnostics(
+    faces_root: Path, tmp_path: Path
+) -> None:
+    cfg = _faces_config(
+        faces_root,
+        tmp_path,
+        "trainer.max_epochs=1",
+        "dictionary.image_size=32",
+        "dictionary.num_clusters=4",
+        "dictionary.weights=null",
+    )
+    result = train(cfg, EmotionDataModule(cfg.data, ("face",)))
+    report = bias_report(
+        cfg, out_dir=tmp_path / "report", checkpoints=[result.best_checkpoint], progress=False
+    )
+    (model,) = report.numbers["models"]
+    iern = model["iern"]
+    assert iern["split"] == "train" and iern["method"] == "iern"
+    for key in (
+        "train_mode_accuracy",
+        "eval_mode_accuracy",
+        "prototype_distance",
+        "share_confusion",
+    ):
+        assert 0.0 <= iern[key] < 10.0, key
+    assert sum(
+        iern[f"share_{k}"] for k in ("confusion", "reconstruction", "classification")
+    ) == pytest.approx(1.0)
+    page = report.html.read_text()
+    assert "<h3>IERN</h3>" in page and "prototype distance" in page

@@ -166,6 +166,26 @@ def bias_report(
     )
 
 
+def iern_numbers(module: Any, loader: Any, split: str) -> dict[str, Any] | None:
+    """An IERN model's diagnostics over ``split`` (its loader: no augmentation), on a copy of
+    the model, in training mode where they need it; None for any other model."""
+    import copy
+
+    from deconfound.diagnostics.iern import diagnose
+    from deconfound.models.classifier import IERNClassifier
+
+    if not isinstance(module.model, IERNClassifier):
+        return None
+    net = copy.deepcopy(module.model)
+    device = next(net.parameters()).device
+    batches = (
+        ({k: v.to(device) for k, v in views.items()}, y.to(device), z.to(device))
+        for views, y, z in loader
+    )
+    numbers = diagnose(net, batches, module.loss)
+    return {"split": split, "method": module.cfg.model.intervention, **numbers}
+
+
 def _labels(checkpoints: Sequence[str | Path]) -> list[str]:
     """A short name per checkpoint: its run's folder (``runs/NAME/checkpoints/best.ckpt`` →
     NAME; another file than best.ckpt adds its stem), numbered where names repeat."""
@@ -345,8 +365,9 @@ def _model_numbers(
     headline metric's interval per split, and per split its confusion matrix (multi-class) or
     per-class average precision and prevalence (multi-label), and the share of its errors
     toward the scene's emotion (None where the data set does not know it); for a CCIM model,
-    what its intervention does (``ccim``; else None). One pass over those splits (and, for
-    CCIM, the training split) besides ``evaluate``'s."""
+    what its intervention does (``ccim``; else None); for an IERN model, its diagnostics on the
+    training split (``iern``, :mod:`deconfound.diagnostics.iern`; else None). One pass over
+    those splits (and, for CCIM or IERN, the training split) besides ``evaluate``'s."""
     from deconfound.engine.run import evaluate
 
     splits = list(samples)[1:]
@@ -384,6 +405,7 @@ def _model_numbers(
     scenes = {s: confounders(samples[s]) for s in splits}  # read by evaluation, by no method
     out["scene_errors"] = scene_errors(passes, scenes, info, cfg.data.dataset)
     out["ccim"] = None
+    out["iern"] = iern_numbers(module, data.loader(train), train)
     if ccim is None:
         return out
     model_centres = ccim.confounders.detach().cpu().float()
