@@ -90,13 +90,21 @@ def check(pred: Prediction, classes: tuple[str, ...], k: int = 3, multiclass: bo
     assert all(pred.probabilities[emotion] == p for emotion, p in pred.top_k)
 
 
-def test_given_boxes_give_the_views_and_outputs_of_training(micro: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("crop", [False, True])
+def test_given_boxes_give_the_views_and_outputs_of_training(
+    micro: tuple[Path, Path], tmp_path: Path, crop: bool
+) -> None:
+    """Those of the test split, framed as evaluation frames them where training crops."""
     root, ckpt = micro
+    if crop:
+        crop_overrides = [*run_overrides(root, tmp_path), "data.augment={crop_scale: [0.64, 0.64]}"]
+        ckpt = untrained(tmp_path, "emotnet_synthetic", *crop_overrides)
     samples = SyntheticReader(root).samples("test_iid")[:4]
     predictor = Predictor(ckpt, batch_size=3)  # two batches
     preds = predictor.predict([s.image for s in samples], [s.person for s in samples])
     module = load_module(ckpt)
     data = EmotionDataModule(module.cfg.data, module.model.views).dataset("test_iid")
+    assert (data.augment is not None) == crop  # the frame, where training crops
     views = {v: torch.stack([data[i][0][v] for i in range(4)]) for v in module.model.views}
     with torch.no_grad():
         expected = module(views).softmax(-1)

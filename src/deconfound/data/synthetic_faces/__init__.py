@@ -26,8 +26,9 @@ The folds tie emotions to sources, in one of two designs (``FaceSynthConfig.desi
 - ``release`` (the default; the IERN authors' folds): in fold version f (1, 2, 3) the pictures
   of emotion e from source (e + f) mod 3 are held out, so each source misses two emotions and
   every emotion is trained from the other two sources. ``bias100v{f}`` tests on exactly the
-  held-out (source, emotion) pairs; ``bias90v{f}`` moves 10 % of each held-out pair's pictures
-  (``1 − bias``) into training and tests on the rest. People are not held out.
+  held-out (source, emotion) pairs; ``bias90v{f}`` moves 10 % (``1 − bias``) of each held-out
+  pair's sequences into training, every frame of each, and tests on the rest (no sequence on
+  both sides, as in the release's folds). People are not held out.
 - ``home``: emotion e has the home source (e + f) mod 3. ``bias100v{f}`` trains only on home
   pairs (every emotion seen from one source) and tests on the other pairs, from held-out
   people (a ``test_subjects`` share of each source's); ``bias90v{f}`` also trains on some
