@@ -419,7 +419,7 @@ def test_the_diagnostics_equal_a_hand_computation() -> None:
         assert whole[f"prototype_distance_{s}"] == pytest.approx(1.0, abs=1e-5)
     assert whole["prototype_distance"] == pytest.approx(1.0, abs=1e-5)
     # by hand, half by half (batch statistics are per batch in train mode)
-    correct = {"train": 0, "eval": 0, "e": 0, "c": 0, "ec": 0, "ce": 0}
+    correct = {"train": 0, "eval": 0, "own": 0, "e": 0, "c": 0, "ec": 0, "ce": 0}
     norms = dict.fromkeys(("confusion", "reconstruction", "classification"), 0.0)
     for views, yy, zz in halves:
         net.train()
@@ -435,6 +435,8 @@ def test_the_diagnostics_equal_a_hand_computation() -> None:
             )
             norms[name] += float(torch.cat([g.flatten() for g in grads]).norm())
         correct["train"] += int((logits.argmax(-1) == yy).sum())
+        own = iern.classifier(iern.recombine(e, c))
+        correct["own"] += int((own.argmax(-1) == yy).sum())
         correct["e"] += int((iern.emotion_discriminator(e).argmax(-1) == yy).sum())
         correct["c"] += int((iern.confounder_discriminator(c).argmax(-1) == zz).sum())
         correct["ec"] += int((iern.emotion_discriminator(c).argmax(-1) == yy).sum())
@@ -445,6 +447,7 @@ def test_the_diagnostics_equal_a_hand_computation() -> None:
     n = len(y)
     assert got["train_mode_accuracy"] == correct["train"] / n
     assert got["eval_mode_accuracy"] == correct["eval"] / n
+    assert got["own_map_accuracy"] == correct["own"] / n
     assert got["emotion_discriminator"] == correct["e"] / n
     assert got["confounder_discriminator"] == correct["c"] / n
     assert got["emotion_from_c"] == correct["ec"] / n

@@ -7,6 +7,9 @@ batch-norm statistics and mode restored):
   same pictures with batch statistics (as step 3 trains it) and with the running statistics
   (as evaluation scores it); a gap means the batch-norm layers, whose running statistics mix
   one pass of true confounder maps with a pass per prototype, are not what training saw.
+- ``own_map_accuracy``: the classifier on R([E, C]) with each sample's *own* confounder map
+  (train mode) instead of the average over prototypes: what the prediction would be without
+  the adjustment's substitution (for ``confusion``, the classifier on E, as it predicts).
 - ``prototype_distance`` (and per stratum): ‖prototype − mean C of the stratum‖ / ‖mean C‖, the
   prototype the backdoor adjustment uses against the confounder maps it stands for (1 or more:
   the adjustment averages over maps unlike any real one).
@@ -42,6 +45,7 @@ class IERNDiagnosis:
             (
                 "train_mode",
                 "eval_mode",
+                "own_map",
                 "emotion_on_e",
                 "stratum_on_c",
                 "emotion_on_c",
@@ -61,7 +65,7 @@ class IERNDiagnosis:
         devices = [y.device] if y.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):  # dropout leaves training's stream be
-                e, c, logits, scored = self._passes(views, y, z)
+                e, c, logits, scored, own = self._passes(views, y, z)
         finally:
             net.train(training)
             with torch.no_grad():
@@ -71,6 +75,7 @@ class IERNDiagnosis:
             hits = {
                 "train_mode": logits.argmax(-1) == y,
                 "eval_mode": scored.argmax(-1) == y,
+                "own_map": own.argmax(-1) == y,
                 "emotion_on_e": iern.emotion_discriminator(e).argmax(-1) == y,
                 "stratum_on_c": iern.confounder_discriminator(c).argmax(-1) == z,
                 "emotion_on_c": iern.emotion_discriminator(c).argmax(-1) == y,
@@ -84,10 +89,11 @@ class IERNDiagnosis:
 
     def _passes(
         self, views: dict[str, torch.Tensor], y: torch.Tensor, z: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """E, C, the train-mode logits (each loss's gradient norm on the emotion generator added
-        up on the way) and the eval-mode logits (first: before the train-mode pass moves the
-        running statistics); all detached."""
+        up on the way), the eval-mode logits (first: before the train-mode pass moves the
+        running statistics) and the train-mode logits of R([E, C]) with each sample's own C;
+        all detached."""
         net, iern = self.net, self.net.iern
         with torch.no_grad():
             net.eval()
@@ -108,7 +114,9 @@ class IERNDiagnosis:
             self.norms[name] += float(
                 sum(g.double().pow(2).sum() for g in grads if g is not None) ** 0.5
             )
-        return e.detach(), c.detach(), logits.detach(), scored
+        with torch.no_grad():
+            own = iern.classifier(iern.recombine(e, c) if iern.adjust else e)
+        return e.detach(), c.detach(), logits.detach(), scored, own
 
     def result(self) -> dict[str, float]:
         """The numbers so far (module docstring); a stratum without samples has no distance."""
@@ -116,6 +124,7 @@ class IERNDiagnosis:
         out = {
             "train_mode_accuracy": self.correct["train_mode"] / n,
             "eval_mode_accuracy": self.correct["eval_mode"] / n,
+            "own_map_accuracy": self.correct["own_map"] / n,
             "emotion_discriminator": self.correct["emotion_on_e"] / n,
             "confounder_discriminator": self.correct["stratum_on_c"] / n,
             "emotion_from_c": self.correct["emotion_on_c"] / n,

@@ -590,6 +590,7 @@ def _iern_html(n: dict[str, Any]) -> str:
         "model",
         "train-mode acc.",
         "eval-mode acc.",
+        "own-map acc.",
         "prototype distance",
         "emotion disc. on E",
         "stratum disc. on C",
@@ -602,6 +603,7 @@ def _iern_html(n: dict[str, Any]) -> str:
     keys = [
         "train_mode_accuracy",
         "eval_mode_accuracy",
+        "own_map_accuracy",
         "prototype_distance",
         "emotion_discriminator",
         "confounder_discriminator",
@@ -622,11 +624,14 @@ def _iern_html(n: dict[str, Any]) -> str:
     how = (
         "<b>Train-mode vs eval-mode accuracy</b>: the same pictures with batch statistics (as "
         "training sees them) and with the running statistics (as evaluation scores them); a "
-        "gap is the batch-norm layers, not the data. <b>Prototype distance</b>: ‖prototype − "
-        "the stratum's mean C‖ / ‖mean C‖, averaged over strata; near 1 or above, the "
-        "adjustment averages over maps unlike any real confounder map. <b>Discriminators</b>: "
-        "each on its own map (high: the map carries its factor) and on the other (near chance: "
-        "the split is clean). <b>Shares</b>: each loss's part of the gradient norm on the "
+        "gap is the batch-norm layers, not the data. <b>Own-map accuracy</b>: the classifier on "
+        "E recombined with the sample's own C instead of each prototype: far above the "
+        "train-mode accuracy, the substitution costs what the gap says. "
+        "<b>Prototype distance</b>: ‖prototype − the stratum's mean C‖ / ‖mean C‖, averaged "
+        "over strata; near 1 or above, the adjustment averages over maps unlike any real "
+        "confounder map. <b>Discriminators</b>: each on its own map (high: the map carries "
+        "its factor) and on the other (near chance: the split is clean). <b>Shares</b>: each "
+        "loss's part of the gradient norm on the "
         "emotion generator's weights."
     )
     return f"<h3>IERN</h3>{_explain(what, how)}{_table(head, rows)}"
