@@ -152,7 +152,9 @@ def diagnose(
     batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]],
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> dict[str, float]:
-    """:class:`IERNDiagnosis` over ``batches``."""
+    """:class:`IERNDiagnosis` over ``batches``. Mix them as training does (shuffled): the
+    train-mode numbers normalise by the batch, so batches of one source or one person show
+    another model."""
     diagnosis = IERNDiagnosis(net, loss)
     for views, y, z in batches:
         diagnosis.add(views, y, z)

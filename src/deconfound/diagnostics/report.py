@@ -46,7 +46,7 @@ import torch
 from deconfound.causal.dictionary import ConfounderDictionary
 from deconfound.causal.kmeans import kmeans
 from deconfound.config import Config, apply_override, from_dict, load_config
-from deconfound.data.datamodule import EmotionDataModule, Reader, open_reader
+from deconfound.data.datamodule import EmotionDataModule, EpochShuffle, Reader, open_reader
 from deconfound.data.sample import DatasetInfo, Sample
 from deconfound.diagnostics.bias import (
     INTERVAL,
@@ -166,16 +166,23 @@ def bias_report(
     )
 
 
-def iern_numbers(module: Any, loader: Any, split: str) -> dict[str, Any] | None:
-    """An IERN model's diagnostics over ``split`` (its loader: no augmentation), on a copy of
-    the model, in training mode where they need it; None for any other model."""
+def iern_numbers(module: Any, data: EmotionDataModule, split: str) -> dict[str, Any] | None:
+    """An IERN model's diagnostics over ``split`` of ``data``, on a copy of the model; None for
+    any other model. Its batches are mixed as training mixes them (a seeded shuffle; without
+    augmentation): in training mode the batch-norm layers normalise by the batch, and batches
+    of the split in order (one person, one source each) would show another model."""
     import copy
+
+    from torch.utils.data import DataLoader
 
     from deconfound.diagnostics.iern import diagnose
     from deconfound.models.classifier import IERNClassifier
 
     if not isinstance(module.model, IERNClassifier):
         return None
+    dataset = data.dataset(split)
+    order = EpochShuffle(dataset, seed=0)  # plain indices: no augmentation drawn
+    loader = DataLoader(dataset, batch_size=data.cfg.batch_size, sampler=order)
     net = copy.deepcopy(module.model)
     device = next(net.parameters()).device
     batches = (
@@ -405,7 +412,7 @@ def _model_numbers(
     scenes = {s: confounders(samples[s]) for s in splits}  # read by evaluation, by no method
     out["scene_errors"] = scene_errors(passes, scenes, info, cfg.data.dataset)
     out["ccim"] = None
-    out["iern"] = iern_numbers(module, data.loader(train), train)
+    out["iern"] = iern_numbers(module, data, train)
     if ccim is None:
         return out
     model_centres = ccim.confounders.detach().cpu().float()
