@@ -30,6 +30,17 @@ from deconfound.models.classifier import IERNClassifier
 
 LOSSES = ("confusion", "reconstruction", "classification")
 
+ACCURACIES = (
+    "train_mode_accuracy",
+    "eval_mode_accuracy",
+    "own_map_accuracy",
+    "emotion_discriminator",
+    "confounder_discriminator",
+    "emotion_from_c",
+    "stratum_from_e",
+)
+"""The accuracies :class:`IERNDiagnosis` counts (module docstring), in the order it reports."""
+
 
 class IERNDiagnosis:
     """Accumulates :mod:`deconfound.diagnostics.iern`'s numbers over batches; :meth:`result`
@@ -41,18 +52,7 @@ class IERNDiagnosis:
         self.net, self.loss = net, loss
         strata = net.iern.strata
         self.n = 0
-        self.correct = dict.fromkeys(
-            (
-                "train_mode",
-                "eval_mode",
-                "own_map",
-                "emotion_on_e",
-                "stratum_on_c",
-                "emotion_on_c",
-                "stratum_on_e",
-            ),
-            0.0,
-        )
+        self.correct = dict.fromkeys(ACCURACIES, 0.0)
         self.c_sum = torch.zeros(strata, net.iern.centres.shape[1], dtype=torch.float64)
         self.c_count = torch.zeros(strata, dtype=torch.float64)
         self.norms = dict.fromkeys(LOSSES, 0.0)
@@ -73,13 +73,13 @@ class IERNDiagnosis:
                     b.copy_(buffers[k])
         with torch.no_grad():
             hits = {
-                "train_mode": logits.argmax(-1) == y,
-                "eval_mode": scored.argmax(-1) == y,
-                "own_map": own.argmax(-1) == y,
-                "emotion_on_e": iern.emotion_discriminator(e).argmax(-1) == y,
-                "stratum_on_c": iern.confounder_discriminator(c).argmax(-1) == z,
-                "emotion_on_c": iern.emotion_discriminator(c).argmax(-1) == y,
-                "stratum_on_e": iern.confounder_discriminator(e).argmax(-1) == z,
+                "train_mode_accuracy": logits.argmax(-1) == y,
+                "eval_mode_accuracy": scored.argmax(-1) == y,
+                "own_map_accuracy": own.argmax(-1) == y,
+                "emotion_discriminator": iern.emotion_discriminator(e).argmax(-1) == y,
+                "confounder_discriminator": iern.confounder_discriminator(c).argmax(-1) == z,
+                "emotion_from_c": iern.emotion_discriminator(c).argmax(-1) == y,
+                "stratum_from_e": iern.confounder_discriminator(e).argmax(-1) == z,
             }
             for name, hit in hits.items():
                 self.correct[name] += float(hit.sum())
@@ -121,15 +121,7 @@ class IERNDiagnosis:
     def result(self) -> dict[str, float]:
         """The numbers so far (module docstring); a stratum without samples has no distance."""
         n = max(self.n, 1)
-        out = {
-            "train_mode_accuracy": self.correct["train_mode"] / n,
-            "eval_mode_accuracy": self.correct["eval_mode"] / n,
-            "own_map_accuracy": self.correct["own_map"] / n,
-            "emotion_discriminator": self.correct["emotion_on_e"] / n,
-            "confounder_discriminator": self.correct["stratum_on_c"] / n,
-            "emotion_from_c": self.correct["emotion_on_c"] / n,
-            "stratum_from_e": self.correct["stratum_on_e"] / n,
-        }
+        out = {name: hits / n for name, hits in self.correct.items()}
         centres = self.net.iern.centres.detach().double().cpu()
         distances = []
         for s in range(len(self.c_count)):

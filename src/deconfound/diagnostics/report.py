@@ -167,12 +167,10 @@ def bias_report(
 
 
 def iern_numbers(module: Any, data: EmotionDataModule, split: str) -> dict[str, Any] | None:
-    """An IERN model's diagnostics over ``split`` of ``data``, on a copy of the model; None for
-    any other model. Its batches are mixed as training mixes them (a seeded shuffle; without
-    augmentation): in training mode the batch-norm layers normalise by the batch, and batches
-    of the split in order (one person, one source each) would show another model."""
-    import copy
-
+    """An IERN model's diagnostics over ``split`` of ``data``; None for any other model. Its
+    batches are mixed as training mixes them (a seeded shuffle; without augmentation): in
+    training mode the batch-norm layers normalise by the batch, and batches of the split in
+    order (one person, one source each) would show another model."""
     from torch.utils.data import DataLoader
 
     from deconfound.diagnostics.iern import diagnose
@@ -183,7 +181,7 @@ def iern_numbers(module: Any, data: EmotionDataModule, split: str) -> dict[str, 
     dataset = data.dataset(split)
     order = EpochShuffle(dataset, seed=0)  # plain indices: no augmentation drawn
     loader = DataLoader(dataset, batch_size=data.cfg.batch_size, sampler=order)
-    net = copy.deepcopy(module.model)
+    net = module.model  # left as it was: buffers, mode, gradients and random stream
     device = next(net.parameters()).device
     batches = (
         ({k: v.to(device) for k, v in views.items()}, y.to(device), z.to(device))

@@ -586,33 +586,20 @@ def _iern_html(n: dict[str, Any]) -> str:
     measured = [(m["label"], m["iern"]) for m in n["models"] if m.get("iern")]
     if not measured:
         return ""
-    head = [
-        "model",
-        "train-mode acc.",
-        "eval-mode acc.",
-        "own-map acc.",
-        "prototype distance",
-        "emotion disc. on E",
-        "stratum disc. on C",
-        "emotion from C",
-        "stratum from E",
-        "share confusion",
-        "share reconstruction",
-        "share classification",
-    ]
-    keys = [
-        "train_mode_accuracy",
-        "eval_mode_accuracy",
-        "own_map_accuracy",
-        "prototype_distance",
-        "emotion_discriminator",
-        "confounder_discriminator",
-        "emotion_from_c",
-        "stratum_from_e",
-        "share_confusion",
-        "share_reconstruction",
-        "share_classification",
-    ]
+    columns = {
+        "train_mode_accuracy": "train-mode acc.",
+        "eval_mode_accuracy": "eval-mode acc.",
+        "own_map_accuracy": "own-map acc.",
+        "prototype_distance": "prototype distance",
+        "emotion_discriminator": "emotion disc. on E",
+        "confounder_discriminator": "stratum disc. on C",
+        "emotion_from_c": "emotion from C",
+        "stratum_from_e": "stratum from E",
+        "share_confusion": "share confusion",
+        "share_reconstruction": "share reconstruction",
+        "share_classification": "share classification",
+    }
+    head, keys = ["model", *columns.values()], list(columns)
     rows = [[f"<code>{escape(label)}</code>", *(v.get(k) for k in keys)] for label, v in measured]
     split = escape(measured[0][1]["split"])
     what = (
@@ -631,8 +618,7 @@ def _iern_html(n: dict[str, Any]) -> str:
         "over strata; near 1 or above, the adjustment averages over maps unlike any real "
         "confounder map. <b>Discriminators</b>: each on its own map (high: the map carries "
         "its factor) and on the other (near chance: the split is clean). <b>Shares</b>: each "
-        "loss's part of the gradient norm on the "
-        "emotion generator's weights."
+        "loss's part of the gradient norm on the emotion generator's weights."
     )
     return f"<h3>IERN</h3>{_explain(what, how)}{_table(head, rows)}"
 

@@ -110,15 +110,15 @@ class IERNMethod(Method):
         check_strata(z, iern.strata, self.name)
         opt_dis, opt_feat, opt_cls = module.optimizers()  # type: ignore[misc]
         step3 = self.cfg.intervention_args.get("step3", "release")
-        every = getattr(self, "diagnose_every", DIAGNOSE_EVERY)
-        self._batches = getattr(self, "_batches", 0) + 1
+        generator, groups = iern.emotion_generator, iern.parameter_groups()
+        self._batches += 1
+        every = self.diagnose_every
         diagnosed = every > 0 and (self._batches - 1) % every == 0
         if diagnosed:  # before this batch's updates, the model left as it is
             numbers = diagnose(net, [(views, y, z)], module.loss)
-            start = [p.detach().clone() for p in iern.emotion_generator.parameters()]
+            start = [p.detach().clone() for p in generator.parameters()]
         f = net.features(views)  # (B, C, s, s), with the backbone's graph for step 3
         fd = f.detach()
-        generator = iern.emotion_generator
         weights: dict[str, torch.Tensor] = {}
         if step3 == "recomputed":
             e = generator(fd)
@@ -132,21 +132,19 @@ class IERNMethod(Method):
         module.manual_backward(dis)
         opt_dis.step()
 
-        discriminators = iern.parameter_groups()["discriminators"]
+        discriminators = groups["discriminators"]
         for p in discriminators:
             p.requires_grad_(False)
         feat = iern.feature_losses(fd, e, c, z)
         opt_feat.zero_grad()
         # only step 2's parameters (the backbone's gradient would be cleared before step 3),
         # keeping the emotion map's graph for step 3
-        module.manual_backward(
-            feat.total, inputs=iern.parameter_groups()["features"], retain_graph=bool(weights)
-        )
+        module.manual_backward(feat.total, inputs=groups["features"], retain_graph=bool(weights))
         if iern.center_weight > 0:  # the centres follow the unweighted center loss
             iern.centres.grad.div_(iern.center_weight)  # type: ignore[union-attr]
         opt_feat.step()
         if diagnosed:
-            middle = [p.detach().clone() for p in iern.emotion_generator.parameters()]
+            middle = [p.detach().clone() for p in generator.parameters()]
         for p in discriminators:
             p.requires_grad_(True)
         if step3 == "release":  # step 3's backward sees the update, as the release's torch did
@@ -165,7 +163,7 @@ class IERNMethod(Method):
         opt_cls.step()
         n = len(y)
         if diagnosed:  # how far each optimiser moved the emotion generator this batch
-            end = list(iern.emotion_generator.parameters())
+            end = list(generator.parameters())
             numbers["generator_step2"] = _distance(start, middle)
             numbers["generator_step3"] = _distance(middle, end)
             module.log_dict(
