@@ -23,7 +23,7 @@ import torch
 
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import ModelConfig
-from deconfound.engine.losses import cross_entropy, multiplicative
+from deconfound.losses import cross_entropy, multiplicative
 from deconfound.methods import create_model
 from deconfound.models import CONTEXT_MODELS
 

@@ -41,7 +41,7 @@ from deconfound.config import load_config
 from deconfound.data import DiskViews, EmotionDataModule, ViewDataset
 from deconfound.data.emotic import CATEGORIES, INFO, EmoticReader
 from deconfound.data.synthetic import SynthConfig, generate
-from deconfound.engine.losses import cross_entropy
+from deconfound.losses import cross_entropy
 from deconfound.methods import create_model
 
 PAPER_SIZES = {"body": 128, "whole": 224}

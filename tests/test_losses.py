@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deconfound.engine.losses import (
+from deconfound.errors import ConfigError
+from deconfound.losses import (
     LOSSES,
     bce,
     cross_entropy,
@@ -18,7 +19,6 @@ from deconfound.engine.losses import (
     multiplicative,
     resolve,
 )
-from deconfound.errors import ConfigError
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -228,3 +228,25 @@ def test_evaluation_splits_are_framed_at_the_training_crops_scale(tiny_root: Pat
     assert not val.augmented and train_set.augmented  # val is never cropped at random
     plain = load_config("emotnet_synthetic", [f"data.root={tiny_root}", "data.cache=true"])
     assert EmotionDataModule(plain.data, ("whole",)).dataset("val").augment is None
+
+
+
+def test_methods_stand_below_the_engine() -> None:
+    """A method is written against methods/base.py and the modules below it: no file of
+    methods/ imports the engine, the pipelines or the CLI, not even lazily or for type hints
+    (the engine imports the registry, so that would be a circle across floors)."""
+    import ast
+
+    import deconfound.methods
+
+    above = ("deconfound.engine", "deconfound.pipelines", "deconfound.cli")
+    found = []
+    for path in sorted(Path(deconfound.methods.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            found += [f"{path.name}: {n}" for n in names if n.startswith(above)]
+    assert found == []

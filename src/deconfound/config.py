@@ -239,7 +239,7 @@ class DictionaryConfig:
 
 @dataclass
 class LossConfig:
-    """The training loss: ``name`` from ``engine.losses.LOSSES`` (``auto``: cross-entropy for
+    """The training loss: ``name`` from ``losses.LOSSES`` (``auto``: cross-entropy for
     multi-class data, binary cross-entropy for multi-label; ``emotic_discrete``: EMOT-Net's
     weighted squared error) with its ``args``. For a model with modality heads (EmotiCon),
     the multiplicative combination loss over them is added, scaled by ``modality_weight``, with
@@ -252,7 +252,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.name != "auto":  # (the registry's module imports Lightning: only when needed)
-            from deconfound.engine.losses import LOSSES
+            from deconfound.losses import LOSSES
 
             if self.name not in LOSSES:
                 choices = ", ".join(["auto", *LOSSES])

@@ -12,7 +12,7 @@ person's own view shows (about half of a person box is background).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -20,11 +20,8 @@ from torch import nn
 from deconfound.causal import ConfounderDictionary
 from deconfound.data.datamodule import Batch
 from deconfound.layers import fusion_block
-from deconfound.methods.base import Method, check_strata
+from deconfound.methods.base import Method, Trainee, check_strata
 from deconfound.models.single import SingleStream
-
-if TYPE_CHECKING:
-    from deconfound.engine.module import EmotionModule
 
 
 class BackdoorClassifier(nn.Module):
@@ -141,7 +138,7 @@ class Backdoor(Method):
             dropout=o.dropout,
         )
 
-    def training_step(self, module: EmotionModule, batch: Batch) -> torch.Tensor:
+    def training_step(self, module: Trainee, batch: Batch) -> torch.Tensor:
         views, y, z = batch
         net: BackdoorClassifier = module.model  # type: ignore[assignment]
         check_strata(z, net.confounders.shape[0], self.name)

@@ -1,10 +1,11 @@
 """What a method is: how its model is built, what one training step does, how it predicts.
 
 A method (DomainBed's "algorithm") is chosen by ``model.intervention`` and takes its options
-from ``model.intervention_args``. The one training module (:class:`~deconfound.engine.module.
-EmotionModule`) calls it for everything that differs between methods; the model it builds is
-``module.model``, whose ``forward(views)`` is the prediction (logits whose softmax, or sigmoid
-for multi-label sets, are the class probabilities).
+from ``model.intervention_args``. The one training module (``deconfound.engine.EmotionModule``)
+calls it for everything that differs between methods, passing itself as a :class:`Trainee`
+(all a method may use of it); the model it builds is ``module.model``, whose
+``forward(views)`` is the prediction (logits whose softmax, or sigmoid for multi-label sets,
+are the class probabilities).
 
 Methods never read a data set's hidden confounder: where they need each training sample's
 confounder stratum (``needs_strata``), batches carry the sample's context cluster (the nearest
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -28,10 +29,43 @@ from deconfound.config import ModelConfig, construct
 from deconfound.data.datamodule import Batch, Composer
 from deconfound.errors import ConfigError
 from deconfound.models import create_base
+from deconfound.optim import make_optimizer, make_scheduler
 
 if TYPE_CHECKING:
+    from deconfound.config import Config
     from deconfound.data.datamodule import Reader
-    from deconfound.engine.module import EmotionModule
+
+
+class Trainee(Protocol):
+    """What a method sees of the training module (a LightningModule): the model it built, the
+    run's config, the configured loss, and Lightning's logging and manual-optimisation calls.
+    Methods depend on this, never on the engine."""
+
+    model: nn.Module
+    cfg: Config
+    num_classes: int
+    global_step: int
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The configured loss (``loss.name`` with ``loss.args``)."""
+        ...
+
+    def supervised_loss(
+        self,
+        logits: torch.Tensor,
+        modality_logits: list[torch.Tensor],
+        y: torch.Tensor,
+        main: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """A step's training loss, logged: ``main`` (default: the configured loss of
+        ``logits``) plus a multi-modality base model's modality loss; refused if not finite."""
+        ...
+
+    def log(self, name: str, value: Any, **kwargs: Any) -> None: ...
+    def log_dict(self, values: Any, **kwargs: Any) -> None: ...
+    def optimizers(self) -> Any: ...
+    def lr_schedulers(self) -> Any: ...
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -107,7 +141,7 @@ class Method:
 
     # --- training ---------------------------------------------------------------------------
     def setup(
-        self, module: EmotionModule, strata: np.ndarray | None, targets: Any, num_strata: int
+        self, module: Trainee, strata: np.ndarray | None, targets: Any, num_strata: int
     ) -> None:
         """Called once before training with the training split's strata (None where the
         method does not need them; values in 0 … ``num_strata`` − 1) and targets: where a
@@ -120,16 +154,14 @@ class Method:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` from a checkpoint."""
 
-    def training_step(self, module: EmotionModule, batch: Batch) -> torch.Tensor:
+    def training_step(self, module: Trainee, batch: Batch) -> torch.Tensor:
         """One step's loss (or, for manual optimisation, the logged loss after stepping)."""
         views, y, _ = batch
         logits, modality_logits = module.model.forward_train(views)
         return module.supervised_loss(logits, modality_logits, y)
 
-    def configure_optimizers(self, module: EmotionModule) -> Any:
+    def configure_optimizers(self, module: Trainee) -> Any:
         """One optimiser: the base model at ``optim.backbone_lr``, the rest at ``optim.lr``."""
-        from deconfound.engine.module import make_optimizer, make_scheduler
-
         base = self.backbone_parameters(module.model)
         ids = {id(p) for p in base}
         rest = [p for p in module.model.parameters() if id(p) not in ids]
@@ -141,7 +173,7 @@ class Method:
         """The parameters trained at ``optim.backbone_lr``: the base model's."""
         return list(model.base.parameters())
 
-    def on_train_epoch_end(self, module: EmotionModule) -> None:
+    def on_train_epoch_end(self, module: Trainee) -> None:
         """Called at each training epoch's end."""
 
 

@@ -19,19 +19,16 @@ the context branch does not already explain, and its ranking at prediction is it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from deconfound.causal import ConfounderDictionary
 from deconfound.data.datamodule import Batch
-from deconfound.methods.base import Method
+from deconfound.methods.base import Method, Trainee
 from deconfound.models.classifier import EmotionClassifier
 from deconfound.models.single import SingleStream
-
-if TYPE_CHECKING:
-    from deconfound.engine.module import EmotionModule
 
 
 class CounterfactualClassifier(nn.Module):
@@ -106,7 +103,7 @@ class Clef(Method):
             main, EmotionClassifier(context, num_classes), momentum=o.momentum
         )
 
-    def training_step(self, module: EmotionModule, batch: Batch) -> torch.Tensor:
+    def training_step(self, module: Trainee, batch: Batch) -> torch.Tensor:
         views, y, _ = batch
         net: CounterfactualClassifier = module.model  # type: ignore[assignment]
         fused, z_c = net.factual(views)

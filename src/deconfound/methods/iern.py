@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -41,11 +41,9 @@ from deconfound.config import construct
 from deconfound.data.datamodule import Batch
 from deconfound.diagnostics.iern import diagnose
 from deconfound.errors import ConfigError
-from deconfound.methods.base import Method, check_strata
+from deconfound.methods.base import Method, Trainee, check_strata
 from deconfound.models.classifier import IERNClassifier
-
-if TYPE_CHECKING:
-    from deconfound.engine.module import EmotionModule
+from deconfound.optim import make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +101,7 @@ class IERNMethod(Method):
         iern = construct(partial(IERN, base.num_features, num_classes), args, what)
         return IERNClassifier(base, iern)
 
-    def training_step(self, module: EmotionModule, batch: Batch) -> torch.Tensor:
+    def training_step(self, module: Trainee, batch: Batch) -> torch.Tensor:
         views, y, z = batch
         net: IERNClassifier = module.model  # type: ignore[assignment]
         iern = net.iern
@@ -184,14 +182,13 @@ class IERNMethod(Method):
         )
         return loss
 
-    def on_train_epoch_end(self, module: EmotionModule) -> None:
+    def on_train_epoch_end(self, module: Trainee) -> None:
         schedulers = module.lr_schedulers()
         for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
             if sched is not None:
                 sched.step()
 
-    def configure_optimizers(self, module: EmotionModule) -> Any:
-        from deconfound.engine.module import make_optimizer, make_scheduler
+    def configure_optimizers(self, module: Trainee) -> Any:
 
         net: IERNClassifier = module.model  # type: ignore[assignment]
         groups = net.iern.parameter_groups()

@@ -8,17 +8,14 @@ in the confounder dictionary (or the confounder a data set states). Multi-class 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from deconfound.data.datamodule import Batch
 from deconfound.errors import ConfigError
-from deconfound.methods.base import Method, check_strata, per_sample_loss
-
-if TYPE_CHECKING:
-    from deconfound.engine.module import EmotionModule
+from deconfound.methods.base import Method, Trainee, check_strata, per_sample_loss
 
 
 def independence_weights(
@@ -48,14 +45,14 @@ class Reweight(Method):
     multiclass_only: ClassVar[bool] = True
 
     def setup(
-        self, module: EmotionModule, strata: np.ndarray | None, targets: Any, num_strata: int
+        self, module: Trainee, strata: np.ndarray | None, targets: Any, num_strata: int
     ) -> None:
         assert strata is not None
         table = independence_weights(strata, np.asarray(targets), (num_strata, module.num_classes))
         self.table = torch.tensor(table, dtype=torch.float32)
         self.num_strata = num_strata
 
-    def training_step(self, module: EmotionModule, batch: Batch) -> torch.Tensor:
+    def training_step(self, module: Trainee, batch: Batch) -> torch.Tensor:
         views, y, z = batch
         check_strata(z, self.num_strata, self.name)
         logits, modality_logits = module.model.forward_train(views)
@@ -89,14 +86,14 @@ class GroupDRO(Method):
     Options = GroupDROOptions
 
     def setup(
-        self, module: EmotionModule, strata: np.ndarray | None, targets: Any, num_strata: int
+        self, module: Trainee, strata: np.ndarray | None, targets: Any, num_strata: int
     ) -> None:
         self.num_strata = num_strata
         groups = num_strata * module.num_classes
         if getattr(self, "q", None) is None or len(self.q) != groups:
             self.q = torch.full((groups,), 1.0 / groups, dtype=torch.float64)
 
-    def training_step(self, module: EmotionModule, batch: Batch) -> torch.Tensor:
+    def training_step(self, module: Trainee, batch: Batch) -> torch.Tensor:
         views, y, z = batch
         check_strata(z, self.num_strata, self.name)
         logits, modality_logits = module.model.forward_train(views)
