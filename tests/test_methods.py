@@ -230,7 +230,6 @@ def test_evaluation_splits_are_framed_at_the_training_crops_scale(tiny_root: Pat
     assert EmotionDataModule(plain.data, ("whole",)).dataset("val").augment is None
 
 
-
 def test_methods_stand_below_the_engine() -> None:
     """A method is written against methods/base.py and the modules below it: no file of
     methods/ imports the engine, the pipelines or the CLI, not even lazily or for type hints

