@@ -15,7 +15,7 @@ from deconfound.config import load_config
 from deconfound.data import EmotionDataModule
 from deconfound.data.views import make_views
 from deconfound.engine import evaluate, load_module, train
-from deconfound.engine.metrics import ReweightedAccuracy
+from deconfound.engine.metrics import ReweightedAccuracy, WorstGroupAccuracy, worst_group_accuracy
 from deconfound.methods import (
     CONTEXT_METHODS,
     METHODS,
@@ -151,6 +151,69 @@ def test_the_reweighted_accuracy_weighs_pairs_by_p_y_p_z_over_p_yz() -> None:
     w = independence_weights(z, y, (3, 4))[z, y]
     expected = np.sum(w * (pred == y)) / np.sum(w)
     assert float(metric.compute()) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_worst_group_accuracy_is_the_lowest_label_by_alignment_group() -> None:
+    # two contexts: context 0 mostly label 0, context 1 mostly label 1
+    z = torch.tensor([0] * 8 + [0] * 5 + [1] * 9 + [1] * 6 + [1] * 2)
+    y = torch.tensor([0] * 8 + [1] * 5 + [1] * 9 + [0] * 6 + [2] * 2)
+    correct = torch.tensor(
+        [1] * 8  # (0, aligned) 8/8
+        + [1, 1, 0, 0, 0]  # (1, conflicting) 2/5
+        + [1] * 8
+        + [0]  # (1, aligned) 8/9
+        + [1, 1, 1, 0, 0, 0]  # (0, conflicting) 3/6
+        + [0, 0]  # (2, conflicting): 2 samples, below the minimum count
+    ).bool()
+    assert float(worst_group_accuracy(correct, y, z, min_count=5)) == pytest.approx(2 / 5)
+    assert float(worst_group_accuracy(correct, y, z, min_count=2)) == 0.0
+    assert worst_group_accuracy(correct, y, z, min_count=50).isnan()
+    metric = WorstGroupAccuracy(min_count=5)
+    pred = torch.where(correct, y, (y + 1) % 3)
+    for part in (slice(0, 10), slice(10, None)):
+        metric.update(pred[part], y[part], z[part])
+    assert float(metric.compute()) == pytest.approx(2 / 5)
+
+
+def test_a_run_keeps_the_best_checkpoint_of_every_selection_rule(
+    tiny_root: Path, dictionary: Path, tmp_path: Path
+) -> None:
+    cfg = _config(
+        tiny_root,
+        tmp_path,
+        "none",
+        dictionary,
+        "trainer.max_epochs=3",
+        "trainer.keep_best_by=[plain, reweighted, worst_group]",
+    )
+    result = train(cfg)
+    assert set(result.by_rule) == {"plain", "reweighted", "worst_group", "last"}
+    assert result.by_rule["plain"] == result.best_checkpoint
+    assert result.by_rule["reweighted"].name == "best-reweighted.ckpt"
+    logged = _epoch_metrics(result.run_dir)
+    for rule, key in (
+        ("reweighted", "val/accuracy_reweighted"),
+        ("worst_group", "val/accuracy_worst_group"),
+    ):
+        state = torch.load(result.by_rule[rule], weights_only=False)
+        best_epoch = max(logged, key=lambda e: logged[e][key])
+        assert state["epoch"] == best_epoch  # saved at the end of its (first) best epoch
+    with pytest.raises(Exception, match="keep_best_by"):
+        load_config("emotnet_synthetic", ["trainer.keep_best_by=[sharpest]"])
+
+
+def _epoch_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
+    """Each epoch's validation scores from the run's metrics.csv."""
+    import csv
+
+    (path,) = run_dir.glob("logs/version_*/metrics.csv")
+    out: dict[int, dict[str, float]] = {}
+    for row in csv.DictReader(path.open()):
+        if row.get("val/accuracy"):
+            out[int(row["epoch"])] = {
+                k: float(v) for k, v in row.items() if k.startswith("val/") and v
+            }
+    return out
 
 
 def test_groupdro_keeps_its_group_weights_in_the_checkpoint(

@@ -304,7 +304,8 @@ PRECISIONS = (
 ``32`` = ``32-true``, ``64`` = ``64-true``)."""
 
 
-MONITORS = ("plain", "reweighted")
+MONITORS = ("plain", "reweighted", "worst_group")
+"""The selection rules: the validation score that picks a best checkpoint."""
 SELECTIONS = ("best", "last")
 
 
@@ -336,9 +337,15 @@ class TrainerConfig:
     progress_bar: bool = True
     log_every_n_steps: int = 20
     monitor: str = "plain"
-    """The validation score that picks ``best.ckpt``: ``plain`` (the data set's metric) or
+    """The validation score that picks ``best.ckpt``: ``plain`` (the data set's metric),
     ``reweighted`` (``val/accuracy_reweighted``: each (context cluster, label) pair weighted as
-    if the two were independent; needs strata, from ``model.dictionary`` or the data set)."""
+    if the two were independent) or ``worst_group`` (``val/accuracy_worst_group``: the lowest
+    accuracy over (label, agrees with its context cluster's usual label) groups); the last two
+    need strata, from ``model.dictionary`` or the data set."""
+    keep_best_by: list[str] = field(default_factory=list)
+    """Further selection rules (of ``monitor``'s choices) whose best checkpoint is also kept,
+    as ``best-<rule>.ckpt`` (the benchmark keeps every rule's, to score each method under each
+    rule)."""
     select: str = "best"
     """The checkpoint a run's result (``evaluate`` in the demo and benchmark) is: ``best``
     (``best.ckpt``, by ``monitor``) or ``last`` (the last epoch's, as some releases report)."""
@@ -349,6 +356,8 @@ class TrainerConfig:
                 raise ConfigError(
                     f"unknown trainer.{key} '{getattr(self, key)}'; choose {' or '.join(choices)}"
                 )
+        for rule in self.keep_best_by:
+            _choice(rule, MONITORS, "trainer.keep_best_by")
         _at_least(self.max_epochs, 1, "trainer.max_epochs")
         if self.limit_train_batches is not None:
             _at_least(self.limit_train_batches, 1, "trainer.limit_train_batches")

@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import Config, from_dict
 from deconfound.data.datamodule import Batch, dataset_info
-from deconfound.engine.metrics import ReweightedAccuracy, make_metrics
+from deconfound.engine.metrics import ReweightedAccuracy, WorstGroupAccuracy, make_metrics
 from deconfound.errors import ConfigError, DeconfoundError
 from deconfound.losses import make_loss, multiplicative
 from deconfound.methods import get_method
@@ -26,7 +26,9 @@ class EmotionModule(L.LightningModule):
 
     Validation also logs, where batches carry strata (the dictionary's context clusters, or a
     data set's stated confounder), ``val/accuracy_reweighted``: accuracy with each (stratum,
-    label) pair weighted as if the two were independent (:class:`ReweightedAccuracy`).
+    label) pair weighted as if the two were independent (:class:`ReweightedAccuracy`), and
+    ``val/accuracy_worst_group``: the lowest accuracy over (label, agrees with its context's
+    usual label or not) groups (:class:`WorstGroupAccuracy`).
 
     Args:
         config: the resolved run config as a plain dict (saved in every checkpoint, so that a
@@ -67,6 +69,7 @@ class EmotionModule(L.LightningModule):
         self.val_metrics = make_metrics(self.info, "val/")
         self.test_metrics = make_metrics(self.info, "test/")
         self.val_reweighted = ReweightedAccuracy()
+        self.val_worst_group = WorstGroupAccuracy()
         # the loss over all the samples of all the processes, each sample weighing the same
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
@@ -185,8 +188,12 @@ class EmotionModule(L.LightningModule):
         self.log(f"{stage}/loss", losses)
         self.log_dict(metrics, prog_bar=stage == "val")
         if stage == "val" and self.info.task == "multiclass" and len(z) and int(z.min()) >= 0:
-            self.val_reweighted.update(logits.argmax(-1), y, z)
-            self.log("val/accuracy_reweighted", self.val_reweighted)
+            for name, metric in (
+                ("reweighted", self.val_reweighted),
+                ("worst_group", self.val_worst_group),
+            ):
+                metric.update(logits.argmax(-1), y, z)
+                self.log(f"val/accuracy_{name}", metric)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")

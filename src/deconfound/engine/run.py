@@ -94,15 +94,25 @@ class EpochSeeding(Callback):
             torch.manual_seed(s)  # and every GPU's generator
 
 
+MONITORED = {
+    "plain": None,  # the data set's metric
+    "reweighted": "val/accuracy_reweighted",
+    "worst_group": "val/accuracy_worst_group",
+}
+"""The validation score each selection rule (``trainer.monitor``) maximises."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
-    """Where a run's outputs are, its best validation score (by ``trainer.monitor``), and the
-    checkpoint ``trainer.select`` picks as the run's result."""
+    """Where a run's outputs are, its best validation score (by ``trainer.monitor``), the
+    checkpoint ``trainer.select`` picks as the run's result, and the checkpoint each kept
+    selection rule picks (``trainer.monitor``'s, ``trainer.keep_best_by``'s and ``last``)."""
 
     run_dir: Path
     best_checkpoint: Path
     best_score: float
     selected: Path
+    by_rule: dict[str, Path]
 
 
 def make_trainer(
@@ -211,17 +221,23 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     module = EmotionModule(config)
     data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
     prepare_data(cfg, module, data)  # refuses bad data before anything is written
-    monitor = f"val/{module.info.metric}"
-    if cfg.trainer.monitor == "reweighted":
-        monitor = "val/accuracy_reweighted"
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", enable_version_counter=False
-    )
+    rules = [cfg.trainer.monitor, *cfg.trainer.keep_best_by]
+    kept = {
+        rule: ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best" if rule == cfg.trainer.monitor else f"best-{rule}",
+            monitor=MONITORED[rule] or f"val/{module.info.metric}",
+            mode="max",
+            enable_version_counter=False,
+        )
+        for rule in dict.fromkeys(rules)
+    }
+    checkpoint = kept[cfg.trainer.monitor]
     # last.ckpt at every epoch end (``save_last=True`` on ``checkpoint`` writes it only at a new
-    # best since Lightning 2.6); saved after ``checkpoint`` (Lightning keeps the order of
-    # checkpoint callbacks), so it holds that epoch's best score
+    # best since Lightning 2.6); saved after the best ones (Lightning keeps the order of
+    # checkpoint callbacks), so it holds that epoch's best scores
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False)
-    callbacks = [checkpoint, latest, EpochSeeding(cfg.trainer.seed)]
+    callbacks = [*kept.values(), latest, EpochSeeding(cfg.trainer.seed)]
     trainer = make_trainer(cfg, run_dir, callbacks)
     if trainer.is_global_zero:  # the others might remove its temporaries as it writes
         for stale in [*run_dir.glob(".*.tmp"), *ckpt_dir.glob(".*.tmp")]:  # of a killed writer
@@ -230,11 +246,13 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
     score = checkpoint.best_model_score
     best = Path(checkpoint.best_model_path or last)
+    by_rule = {rule: Path(c.best_model_path or last) for rule, c in kept.items()}
     return TrainResult(
         run_dir,
         best,
         float(score) if score is not None else float("nan"),
         best if cfg.trainer.select == "best" else last,
+        {**by_rule, "last": last},
     )
 
 
@@ -264,9 +282,11 @@ def prepare_data(cfg: Config, module: EmotionModule, data: EmotionDataModule) ->
                 raise
             log.warning("val/accuracy_reweighted is not logged: %s", e)
     data.set_strata(strata, n)
-    if cfg.trainer.monitor == "reweighted" and data.training_strata()[0] is None:
+    grouped = [r for r in (cfg.trainer.monitor, *cfg.trainer.keep_best_by) if MONITORED[r]]
+    if grouped and data.training_strata()[0] is None:
+        key = "monitor" if cfg.trainer.monitor in grouped else "keep_best_by"
         raise ConfigError(
-            "trainer.monitor=reweighted needs strata: give model.dictionary (its context "
+            f"trainer.{key}={grouped[0]} needs strata: give model.dictionary (its context "
             "clusters) or use a data set that states its confounder"
         )
 
