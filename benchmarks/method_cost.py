@@ -29,7 +29,7 @@ from deconfound.data import EmotionDataModule
 from deconfound.engine.module import EmotionModule
 from deconfound.engine.run import make_trainer, prepare_data
 from deconfound.methods import CONTEXT_METHODS
-from deconfound.pipelines.benchmark import build_scene_dictionary, draw_synthetic, views_for
+from deconfound.pipelines.benchmark import build_benchmark_dictionary, draw_synthetic, views_for
 
 
 class StepTimer(Callback):
@@ -68,7 +68,7 @@ def main() -> None:
     where = out / "rho0.8"
     cfg.out_dir = str(where / "runs")
     cfg.trainer.progress_bar = False
-    build_scene_dictionary(cfg, where, ["trainer.progress_bar=false"], 0.8)
+    build_benchmark_dictionary(cfg, "oracle", where, ["trainer.progress_bar=false"], 0.8)
     data = EmotionDataModule(cfg.data, views_for(cfg, CONTEXT_METHODS))
     for _ in data.loader(cfg.data.train_split):  # decode every view once: all methods start warm
         pass

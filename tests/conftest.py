@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pretrained import seed_torch_hub
 
 from deconfound.data.synthetic import SynthConfig, generate
 
@@ -29,6 +32,19 @@ TINY = SynthConfig(
 def _quiet() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_utilities"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test (and process it starts) finds torchvision's ImageNet MobileNetV2 file in a
+    session hub cache of its own, never the user's (a test may set another TORCH_HOME)."""
+    before = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(seed_torch_hub(tmp_path_factory.mktemp("torch-home")))
+    yield
+    if before is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = before
 
 
 @pytest.fixture(scope="session")

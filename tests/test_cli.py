@@ -135,6 +135,7 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
         "data.synthetic.sizes={train: 140, val: 35, test_iid: 35, test_balanced: 35, "
         "test_anti: 35, scenes: 70}",
         "dictionary.num_clusters=8",
+        "dictionary.image_size=32",
         "trainer.max_epochs=1",
         "trainer.progress_bar=false",
         "scenes.data.view_sizes={whole: 32}",
@@ -143,38 +144,58 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
     ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    runs = {(r["method"], r["seed"]): r for r in results["runs"]}
-    assert set(runs) == {(m, s) for m in ("none", "ccim_dot", "paste", "reference") for s in (2, 3)}
+    runs = {(r["method"], r["trained_on"], r["seed"]): r for r in results["runs"]}
+    methods = ("none", "ccim_dot", "paste")
+    kinds = ("confounded", "unconfounded")
+    assert set(runs) == {(m, k, s) for m in methods for k in kinds for s in (2, 3)}
     assert results["settings"]["seeds"] == [2, 3]
-    assert results["settings"]["rho0.8"]["dictionary"]["num_clusters"] == 8
-    summary = summarise(results)["0.8"]["methods"]
-    for method in ("none", "ccim_dot", "paste", "reference"):
-        accs = [runs[method, s]["metrics"]["test_anti"]["accuracy"] for s in (2, 3)]
-        cell = summary[method]["test_anti"]
-        assert cell["mean"] == pytest.approx(np.mean(accs))
-        assert cell["std"] == pytest.approx(np.std(accs, ddof=1))
-        half = stats.t.ppf(0.975, 1) * np.std(accs, ddof=1) / np.sqrt(2)
-        assert cell["ci95"] == pytest.approx([np.mean(accs) - half, np.mean(accs) + half])
-    diffs = [
-        runs["paste", s]["metrics"]["test_anti"]["accuracy"]
-        - runs["none", s]["metrics"]["test_anti"]["accuracy"]
-        for s in (2, 3)
-    ]
-    assert summary["paste"]["test_anti"]["vs_none"]["mean"] == pytest.approx(np.mean(diffs))
-    gap = summary["reference"]["test_anti"]["mean"] - summary["none"]["test_anti"]["mean"]
-    if gap > 0:
-        assert summary["paste"]["gap_closed"] == pytest.approx(np.mean(diffs) / gap)
+    dictionary = results["settings"]["rho0.8"]["imagenet"]
+    assert dictionary["num_clusters"] == 8 and dictionary["backbone"] == "mobilenet_v2"
+    assert dictionary["weights"] == "IMAGENET1K_V1"
+    section = summarise(results)["0.8"]["imagenet"]["rules"]
+
+    def acc(method: str, kind: str, seed: int, rule: str = "plain") -> float:
+        return runs[method, kind, seed]["by_rule"][rule]["test_anti"]["accuracy"]
+
+    for rule in ("plain", "reweighted", "worst_group", "last"):
+        for method in methods:
+            for kind, rows in (("confounded", "methods"), ("unconfounded", "ceilings")):
+                accs = [acc(method, kind, s, rule) for s in (2, 3)]
+                cell = section[rule][rows][method]["test_anti"]
+                assert cell["mean"] == pytest.approx(np.mean(accs))
+                assert cell["std"] == pytest.approx(np.std(accs, ddof=1))
+                half = stats.t.ppf(0.975, 1) * np.std(accs, ddof=1) / np.sqrt(2)
+                assert cell["ci95"] == pytest.approx([np.mean(accs) - half, np.mean(accs) + half])
+    assert all(runs[k]["metrics"] == runs[k]["by_rule"]["plain"] for k in runs)
+    plain = section["plain"]
+    diffs = [acc("paste", "confounded", s) - acc("none", "confounded", s) for s in (2, 3)]
+    assert plain["methods"]["paste"]["test_anti"]["vs_none"]["mean"] == pytest.approx(
+        np.mean(diffs)
+    )
+    for key, ceiling in (("gap_own", "paste"), ("gap_reference", "none")):
+        gap = np.mean(
+            [acc(ceiling, "unconfounded", s) - acc("none", "confounded", s) for s in (2, 3)]
+        )
+        closed = plain["methods"]["paste"].get(key)
+        if gap > 0:
+            assert closed["mean"] == pytest.approx(np.mean(diffs) / gap)
+            assert closed["ci95"][0] <= closed["mean"] <= closed["ci95"][1]
+        else:
+            assert closed is None
     table = (out / "results.md").read_text()
-    assert f"{summary['paste']['test_anti']['mean']:.3f} ± " in table
-    for png in ("results.png", "rho0.8/clusters.png"):
+    assert f"{plain['methods']['paste']['test_anti']['mean']:.3f} ± " in table
+    last = section["last"]["methods"]["ccim_dot"]["test_anti"]
+    assert f"{last['mean']:.3f} ± {last['std']:.3f}" in table
+    assert "| reference |" in table and "paste (ceiling)" in table
+    for png in ("results.png", "rho0.8/imagenet/clusters.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "data").glob("synthetic-rho0.8-seed2-*"))) == 1
     printed = capsys.readouterr().out
-    assert "run 1/8: rho=0.8 none, seed 2" in printed and "predict" in printed
+    assert "run 1/12: rho=0.8 imagenet none, seed 2" in printed and "predict" in printed
     report = next(line for line in printed.splitlines() if "bias-report" in line)
-    for method in ("none", "ccim_dot", "paste"):  # side by side; not the reference
-        assert f"--checkpoint {runs[method, 2]['checkpoint']} " in report
-    assert runs["reference", 2]["checkpoint"] not in report
+    for method in methods:  # side by side; not the ceilings
+        assert f"--checkpoint {runs[method, 'confounded', 2]['checkpoint']} " in report
+        assert runs[method, "unconfounded", 2]["checkpoint"] not in report
 
     # a second run reuses the data and the finished runs
     assert main([argv[0], "--methods", "none", *argv[1:]]) == 0
