@@ -228,6 +228,7 @@ def _demo(args: argparse.Namespace) -> None:
         args.out,
         model=args.model,
         rho=args.rho,
+        dictionaries=tuple(args.dictionary),
         seed=args.seed,
         seeds=args.seeds,
         methods=methods,
@@ -522,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="base model: emotnet, caernet, gnncnn or emoticon (its <model>_synthetic config)",
     )
     d.add_argument("--rho", type=float, default=0.8, help="confounding strength of the data")
+    d.add_argument(
+        "--dictionary",
+        nargs="+",
+        default=["imagenet"],
+        metavar="SOURCE",
+        help="where the dictionary comes from: imagenet and/or oracle (as in benchmark)",
+    )
     d.add_argument("--seed", type=int, default=0, help="seed of the data and of the first run")
     d.add_argument("--seeds", type=int, default=3, help="training seeds per method")
     d.add_argument(

@@ -15,7 +15,7 @@ from torch import nn
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import ModelConfig
 from deconfound.errors import ConfigError
-from deconfound.methods.backdoor import Backdoor, BackdoorClassifier
+from deconfound.methods.backdoor import Backdoor, BackdoorClassifier, PersonOnly
 from deconfound.methods.base import Method, per_sample_loss
 from deconfound.methods.ccim import CCIMAdditive, CCIMDot
 from deconfound.methods.clef import Clef, CounterfactualClassifier
@@ -31,6 +31,7 @@ METHODS: dict[str, type[Method]] = {
         CCIMDot,
         CCIMAdditive,
         Backdoor,
+        PersonOnly,
         Clef,
         Paste,
         Reweight,
@@ -40,12 +41,14 @@ METHODS: dict[str, type[Method]] = {
     )
 }
 """Every method by config name: ``none`` (the plain base model), CCIM (``ccim_dot``,
-``ccim_add``), the exact ``backdoor`` adjustment, ``clef`` counterfactual inference, person
+``ccim_add``), the exact ``backdoor`` adjustment and its ablation ``person_only`` (the person
+stream alone, plain), ``clef`` counterfactual inference, person
 ``paste``, ``reweight``, ``groupdro``, and IERN (``iern``, its ablation ``confusion``)."""
 
 CCIM_METHODS: tuple[str, ...] = ("ccim_dot", "ccim_add")
 CONTEXT_METHODS: tuple[str, ...] = (
-    "none", "ccim_dot", "ccim_add", "backdoor", "clef", "paste", "reweight", "groupdro"
+    "none", "ccim_dot", "ccim_add", "backdoor", "person_only", "clef", "paste", "reweight",
+    "groupdro",
 )  # fmt: skip
 """The methods for context-aware models (IERN and its ablation work on face feature maps)."""
 
@@ -115,6 +118,7 @@ __all__ = [
     "IERNMethod",
     "Method",
     "Paste",
+    "PersonOnly",
     "Reweight",
     "create_model",
     "get_method",

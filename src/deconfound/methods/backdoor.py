@@ -21,6 +21,7 @@ from deconfound.causal import ConfounderDictionary
 from deconfound.data.datamodule import Batch
 from deconfound.layers import fusion_block
 from deconfound.methods.base import Method, Trainee, check_strata
+from deconfound.models.classifier import EmotionClassifier
 from deconfound.models.single import SingleStream
 
 
@@ -123,13 +124,8 @@ class Backdoor(Method):
         dictionary: ConfounderDictionary | None = None,
     ) -> nn.Module:
         o: BackdoorOptions = self.options
-        base = self.base(load_weights=False)
-        view = o.person_view or base.views[0]
-        args = self.cfg.args
-        weights = args.get("body_weights") or args.get("weights") if load_weights else None
-        person = SingleStream(view=view, backbone=args.get("backbone", "resnet18"), weights=weights)
         return BackdoorClassifier(
-            person,
+            person_stream(self, o.person_view, load_weights),
             self.dictionary(dictionary),
             num_classes,
             multilabel=task == "multilabel",
@@ -144,3 +140,42 @@ class Backdoor(Method):
         check_strata(z, net.confounders.shape[0], self.name)
         logits = net.forward_train(views, z)
         return module.supervised_loss(logits, [], y)
+
+
+def person_stream(method: Method, view: str | None, load_weights: bool) -> SingleStream:
+    """The configured base model's person stream alone: its ``view`` (default: its first, e.g.
+    EMOT-Net's ``body``) encoded by its backbone (``model.args.backbone``, with
+    ``body_weights`` or ``weights``)."""
+    view = view or method.base(load_weights=False).views[0]
+    args = method.cfg.args
+    weights = args.get("body_weights") or args.get("weights") if load_weights else None
+    return SingleStream(view=view, backbone=args.get("backbone", "resnet18"), weights=weights)
+
+
+@dataclass(frozen=True)
+class PersonOnlyOptions:
+    """Args:
+    person_view: the person's view (default: the base model's first view)."""
+
+    person_view: str | None = None
+
+
+class PersonOnly(Method):
+    """The plain method on the person stream alone (:func:`person_stream`), without the base
+    model's context streams: the ablation beside ``backdoor``, which drops those streams too,
+    so that what the adjustment adds is told apart from what dropping the whole-image and
+    context streams does."""
+
+    name: ClassVar[str] = "person_only"
+    Options = PersonOnlyOptions
+
+    def build(
+        self,
+        num_classes: int,
+        *,
+        task: str = "multiclass",
+        load_weights: bool = True,
+        dictionary: ConfounderDictionary | None = None,
+    ) -> nn.Module:
+        person = person_stream(self, self.options.person_view, load_weights)
+        return EmotionClassifier(person, num_classes)
