@@ -312,3 +312,20 @@ def test_methods_stand_below_the_engine() -> None:
                 names = [a.name for a in node.names]
             found += [f"{path.name}: {n}" for n in names if n.startswith(above)]
     assert found == []
+
+
+def test_person_only_reads_the_person_stream_as_backdoor_does() -> None:
+    from deconfound.config import ModelConfig
+    from deconfound.methods import create_model
+
+    args = {"backbone": "small_cnn"}
+    plain = create_model(ModelConfig(name="emotnet", args=args), 7, load_weights=False)
+    alone = create_model(
+        ModelConfig(name="emotnet", args=args, intervention="person_only"), 7, load_weights=False
+    )
+    assert plain.views == ("body", "whole") and alone.views == ("body",)
+    body = plain.base.body  # EMOT-Net's body stream: the same backbone, as a separate copy
+    assert alone.base.num_features == body.num_features
+    assert sum(p.numel() for p in alone.base.parameters()) == sum(
+        p.numel() for p in body.parameters()
+    )
