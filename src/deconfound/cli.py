@@ -18,8 +18,9 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from deconfound.errors import DeconfoundError, Stopped, one_line
+from deconfound.errors import ConfigError, DeconfoundError, Stopped, one_line
 from deconfound.io import check_writable
 from deconfound.progress import allow_progress, show_progress
 
@@ -67,13 +68,43 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     module = load_module(args.checkpoint, args.overrides)
     splits = args.split or module.cfg.data.test_splits
-    results = evaluate(module, splits)
+    results: dict[str, Any] = evaluate(module, splits)
     if not _first_process():  # the others of a distributed run stay quiet
         return
+    gaps = _swap_gaps(module, splits, args.dictionary) if args.swap_gap else {}
     if args.json:
+        for split, gap in gaps.items():
+            results[split]["swap_gap"] = gap.as_dict()
         print(json.dumps(results, indent=2))
-    else:
-        print(format_table({module.cfg.model.intervention: results}, module.info.metric))
+        return
+    print(format_table({module.cfg.model.intervention: results}, module.info.metric))
+    for gap in gaps.values():
+        print(
+            f"context-swap gap on {gap.split}: {gap.metric} {gap.own:.3f} on its own background, "
+            f"{gap.swapped:.3f} on another cluster's, gap {gap.gap:+.3f} "
+            f"[{gap.ci95[0]:+.3f}, {gap.ci95[1]:+.3f}] ({gap.samples} people)"
+        )
+
+
+def _swap_gaps(module: Any, splits: list[str], dictionary: str | None) -> dict[str, Any]:
+    """The context-swap gap of every split (see ``deconfound.diagnostics.swap``)."""
+    import copy
+
+    from deconfound.data import EmotionDataModule
+    from deconfound.diagnostics.swap import context_swap_gap
+    from deconfound.pipelines.strata import dictionary_strata
+
+    cfg = copy.deepcopy(module.cfg)
+    cfg.model.dictionary = dictionary or cfg.model.dictionary
+    if not cfg.model.dictionary:
+        raise ConfigError(
+            "--swap-gap draws backgrounds across context clusters: give --dictionary PATH "
+            "(`deconfound dictionary build`)"
+        )
+    reader = EmotionDataModule(cfg.data, module.model.views).reader
+    samples = {split: reader.samples(split) for split in splits}
+    strata, _ = dictionary_strata(cfg, samples, module.info, progress=False, described=True)
+    return {split: context_swap_gap(module, split, strata[split]) for split in splits}
 
 
 def _dictionary_build(args: argparse.Namespace) -> None:
@@ -393,6 +424,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="split to evaluate (repeatable); default: the config's test splits",
     )
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument(
+        "--swap-gap",
+        action="store_true",
+        help="also the context-swap gap: the metric with each person on its own background "
+        "minus on a background from another context cluster (needs person masks and a "
+        "dictionary)",
+    )
+    e.add_argument(
+        "--dictionary",
+        help="the dictionary whose clusters the swap draws across (default: the "
+        "checkpoint's model.dictionary)",
+    )
     e.add_argument("--skip-bad", action="store_true", help=skip_bad)
     e.add_argument("overrides", **overrides)
     e.set_defaults(func=_evaluate)

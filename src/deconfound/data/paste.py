@@ -244,13 +244,24 @@ class PersonPaste:
     def __call__(self, i: int, rng: np.random.Generator) -> Image.Image:
         """Sample ``i``'s picture (RGB, its size) with its person pasted, where it stands, onto
         a background drawn with ``rng`` (one integer drawn)."""
+        return self.onto(i, self._draw(i, rng))
+
+    def onto(self, i: int, k: int) -> Image.Image:
+        """Sample ``i``'s picture with its person pasted, where it stands, onto background
+        ``k`` (with the other samples as backgrounds, ``k = i`` is its own picture with its
+        people hidden: the person back on its own scene)."""
         picture, mask = self.people.get(i)
         cut = self._cut(i, picture.shape[:2], mask)
-        scene = self.background(self._draw(i, rng))
+        scene = self.background(k)
         if scene.shape != picture.shape:
             resized = Image.fromarray(scene).resize(picture.shape[1::-1], Image.BILINEAR)
             scene = np.asarray(resized)
         return Image.fromarray(np.where(cut[..., None], picture, scene))
+
+    @property
+    def pictures(self) -> np.ndarray:
+        """Each sample's picture number (EMOTIC's rows of one picture share one)."""
+        return self._group_of
 
     def cut(self, i: int) -> np.ndarray:
         """Sample ``i``'s person, the pixels pasted, as a bool (H, W) array at its size."""
