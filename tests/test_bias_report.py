@@ -51,6 +51,7 @@ def _overrides(root: Path, out: Path) -> list[str]:
     return [
         *run_overrides(root, out),
         f"model.dictionary={out / 'dict.safetensors'}",
+        "dictionary.backbone=small_cnn",
         "dictionary.weights=null",
         f"dictionary.num_clusters={CLUSTERS}",
         "dictionary.image_size=32",

@@ -42,6 +42,7 @@ def _cfg(root: Path, out: Path, *extra: str) -> Config:
         [
             *run_overrides(root, out),
             f"model.dictionary={out / 'dict.safetensors'}",
+            "dictionary.backbone=small_cnn",
             "dictionary.weights=null",
             "dictionary.num_clusters=14",
             "dictionary.image_size=32",
