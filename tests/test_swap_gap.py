@@ -84,6 +84,9 @@ def test_pasting_keeps_the_person_and_swaps_cross_clusters(
     assert np.all(strata[own] == strata) and np.all(paste.pictures[own] != paste.pictures)
     alone = swap_backgrounds(np.array([0, 0, 1]), np.arange(3), rng, same=True)
     assert alone[2] == 2 and alone[0] == 1  # the only picture of its cluster: its own
+    # two people of one picture in different strata: never each other's background
+    crossed = swap_backgrounds(np.array([0, 1, 1]), np.array([0, 0, 1]), rng, same=False)
+    assert crossed[0] == 2 and crossed[1] == 1  # person 1 has no other picture elsewhere
     with pytest.raises(Exception, match="at least two context clusters"):
         swap_backgrounds(np.zeros(5, dtype=int), np.arange(5), rng, same=False)
 

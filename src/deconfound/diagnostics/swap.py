@@ -64,8 +64,9 @@ def swap_backgrounds(
     strata: np.ndarray, pictures: np.ndarray, rng: np.random.Generator, *, same: bool
 ) -> np.ndarray:
     """For each sample, the index of a background sample drawn uniformly with ``rng``: of
-    another picture in the same stratum (``same``; the sample itself when its stratum has no
-    other picture), or of another stratum."""
+    another picture in the same stratum (``same``), or of another picture in another stratum
+    (people of one picture may fall into different strata: each is the picture with its own
+    person masked); the sample itself where there is none."""
     strata, pictures = np.asarray(strata), np.asarray(pictures)
     if len(np.unique(strata)) < 2:
         raise DeconfoundError(
@@ -74,10 +75,8 @@ def swap_backgrounds(
         )
     out = np.arange(len(strata))
     for i in range(len(strata)):
-        if same:
-            pool = np.flatnonzero((strata == strata[i]) & (pictures != pictures[i]))
-        else:
-            pool = np.flatnonzero(strata != strata[i])
+        other = pictures != pictures[i]
+        pool = np.flatnonzero(other & ((strata == strata[i]) if same else (strata != strata[i])))
         if len(pool):
             out[i] = pool[rng.integers(len(pool))]
     return out
