@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY, run_overrides
 
 from deconfound.cli import main
@@ -22,6 +23,8 @@ from deconfound.data.synthetic import generate
 from deconfound.data.views import load_image
 from deconfound.diagnostics.swap import context_swap_gap, swap_backgrounds
 from deconfound.engine import load_module, train
+from deconfound.engine.metrics import reweighted_accuracy, worst_group_accuracy
+from deconfound.pipelines.strata import dictionary_strata
 
 SIZES = {"train": 840, "val": 70, "test_iid": 210, "test_balanced": 14, "test_anti": 14}
 
@@ -111,6 +114,27 @@ def test_evaluate_reports_the_swap_gap_with_a_dictionary(
     assert gap["own"] - gap["swapped"] == pytest.approx(gap["gap"])
     assert gap["samples"] == SIZES["test_iid"] and gap["metric"] == "accuracy"
     assert main([*argv, "--dictionary", str(dictionary)]) == 0
-    assert "context-swap gap on test_iid: accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "context-swap gap on test_iid: accuracy" in printed
+    assert "per (context cluster, label) on test_iid: re-weighted accuracy" in printed
+    # the per-(cluster, label) scores against a direct computation
+    module = load_module(ckpt)
+    cfg = module.cfg
+    cfg.model.dictionary = str(dictionary)
+    data = EmotionDataModule(cfg.data, module.model.views)
+    samples = {"test_iid": data.reader.samples("test_iid")}
+    z = torch.as_tensor(dictionary_strata(cfg, samples, module.info, progress=False)[0]["test_iid"])
+    with torch.no_grad():
+        batches = [(module(views).argmax(-1), y) for views, y, _ in data.loader("test_iid")]
+    pred, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    assert main([*argv[:-1], "--dictionary", str(dictionary), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)["test_iid"]
+    assert "swap_gap" not in scores  # asked for the group scores only
+    assert scores["accuracy_reweighted"] == pytest.approx(
+        float(reweighted_accuracy(pred == y, y, z))
+    )
+    assert scores["accuracy_worst_group"] == pytest.approx(
+        float(worst_group_accuracy(pred == y, y, z))
+    )
     assert main(argv) == 2  # the run had no dictionary
     assert "give --dictionary PATH" in capsys.readouterr().err

@@ -63,21 +63,42 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from deconfound.data import EmotionDataModule
     from deconfound.diagnostics import format_table
+    from deconfound.diagnostics.swap import context_swap_gap
     from deconfound.engine import evaluate, load_module
 
     module = load_module(args.checkpoint, args.overrides)
     splits = args.split or module.cfg.data.test_splits
-    results: dict[str, Any] = evaluate(module, splits)
+    data = EmotionDataModule(module.cfg.data, module.model.views)
+    wanted = args.dictionary or args.swap_gap  # (embedding every split's contexts costs time)
+    strata = _strata(module, data, splits, args.dictionary) if wanted else None
+    if strata is not None:  # scores per (cluster, label) too
+        data.set_strata(*strata)
+    results: dict[str, Any] = evaluate(module, splits, data)
     if not _first_process():  # the others of a distributed run stay quiet
         return
-    gaps = _swap_gaps(module, splits, args.dictionary) if args.swap_gap else {}
+    gaps = {}
+    if args.swap_gap:
+        if strata is None:
+            raise ConfigError(
+                "--swap-gap draws backgrounds across context clusters: give --dictionary PATH "
+                "(`deconfound dictionary build`)"
+            )
+        gaps = {s: context_swap_gap(module, s, strata[0][s]) for s in splits}
     if args.json:
         for split, gap in gaps.items():
             results[split]["swap_gap"] = gap.as_dict()
         print(json.dumps(results, indent=2))
         return
     print(format_table({module.cfg.model.intervention: results}, module.info.metric))
+    for split, scores in results.items():
+        if "accuracy_reweighted" in scores:
+            print(
+                f"per (context cluster, label) on {split}: re-weighted accuracy "
+                f"{scores['accuracy_reweighted']:.3f}, worst-group accuracy "
+                f"{scores['accuracy_worst_group']:.3f}"
+            )
     for gap in gaps.values():
         print(
             f"context-swap gap on {gap.split}: {gap.metric} {gap.own:.3f} on its own background, "
@@ -86,25 +107,21 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
 
 
-def _swap_gaps(module: Any, splits: list[str], dictionary: str | None) -> dict[str, Any]:
-    """The context-swap gap of every split (see ``deconfound.diagnostics.swap``)."""
+def _strata(
+    module: Any, data: Any, splits: list[str], dictionary: str | None
+) -> tuple[dict[str, Any], int] | None:
+    """Each split's context clusters in ``dictionary`` (default: the checkpoint's
+    ``model.dictionary``), or None without one."""
     import copy
 
-    from deconfound.data import EmotionDataModule
-    from deconfound.diagnostics.swap import context_swap_gap
     from deconfound.pipelines.strata import dictionary_strata
 
     cfg = copy.deepcopy(module.cfg)
     cfg.model.dictionary = dictionary or cfg.model.dictionary
     if not cfg.model.dictionary:
-        raise ConfigError(
-            "--swap-gap draws backgrounds across context clusters: give --dictionary PATH "
-            "(`deconfound dictionary build`)"
-        )
-    reader = EmotionDataModule(cfg.data, module.model.views).reader
-    samples = {split: reader.samples(split) for split in splits}
-    strata, _ = dictionary_strata(cfg, samples, module.info, progress=False, described=True)
-    return {split: context_swap_gap(module, split, strata[split]) for split in splits}
+        return None
+    samples = {split: data.reader.samples(split) for split in splits}
+    return dictionary_strata(cfg, samples, module.info, progress=False, described=True)
 
 
 def _dictionary_build(args: argparse.Namespace) -> None:
@@ -433,8 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--dictionary",
-        help="the dictionary whose clusters the swap draws across (default: the "
-        "checkpoint's model.dictionary)",
+        help="score each split per (context cluster, label) too: the re-weighted and the "
+        "worst-group accuracy; the clusters the swap gap draws across (default with "
+        "--swap-gap: the checkpoint's model.dictionary)",
     )
     e.add_argument("--skip-bad", action="store_true", help=skip_bad)
     e.add_argument("overrides", **overrides)

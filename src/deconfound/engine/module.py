@@ -28,7 +28,8 @@ class EmotionModule(L.LightningModule):
     data set's stated confounder), ``val/accuracy_reweighted``: accuracy with each (stratum,
     label) pair weighted as if the two were independent (:class:`ReweightedAccuracy`), and
     ``val/accuracy_worst_group``: the lowest accuracy over (label, agrees with its context's
-    usual label or not) groups (:class:`WorstGroupAccuracy`).
+    usual label or not) groups (:class:`WorstGroupAccuracy`); evaluation reports both too
+    where its batches carry strata (``deconfound evaluate`` with a dictionary).
 
     Args:
         config: the resolved run config as a plain dict (saved in every checkpoint, so that a
@@ -70,6 +71,8 @@ class EmotionModule(L.LightningModule):
         self.test_metrics = make_metrics(self.info, "test/")
         self.val_reweighted = ReweightedAccuracy()
         self.val_worst_group = WorstGroupAccuracy()
+        self.test_reweighted = ReweightedAccuracy()
+        self.test_worst_group = WorstGroupAccuracy()
         # the loss over all the samples of all the processes, each sample weighing the same
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
@@ -187,13 +190,14 @@ class EmotionModule(L.LightningModule):
         losses.update(self.loss(logits, y), weight=len(y))
         self.log(f"{stage}/loss", losses)
         self.log_dict(metrics, prog_bar=stage == "val")
-        if stage == "val" and self.info.task == "multiclass" and len(z) and int(z.min()) >= 0:
+        if self.info.task == "multiclass" and len(z) and int(z.min()) >= 0:
+            val = stage == "val"
             for name, metric in (
-                ("reweighted", self.val_reweighted),
-                ("worst_group", self.val_worst_group),
+                ("reweighted", self.val_reweighted if val else self.test_reweighted),
+                ("worst_group", self.val_worst_group if val else self.test_worst_group),
             ):
                 metric.update(logits.argmax(-1), y, z)
-                self.log(f"val/accuracy_{name}", metric)
+                self.log(f"{stage}/accuracy_{name}", metric)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
