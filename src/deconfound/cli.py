@@ -85,7 +85,7 @@ def _evaluate(args: argparse.Namespace) -> None:
                 "--swap-gap draws backgrounds across context clusters: give --dictionary PATH "
                 "(`deconfound dictionary build`)"
             )
-        gaps = {s: context_swap_gap(module, s, strata[0][s]) for s in splits}
+        gaps = {s: context_swap_gap(module, s, strata[0][s], data=data) for s in splits}
     if args.json:
         for split, gap in gaps.items():
             results[split]["swap_gap"] = gap.as_dict()

@@ -88,6 +88,7 @@ def context_swap_gap(
     strata: np.ndarray,
     *,
     paste: PersonPaste | None = None,
+    data: Any = None,
     seed: int = 0,
     batch_size: int = 64,
     resamples: int = RESAMPLES,
@@ -95,12 +96,13 @@ def context_swap_gap(
     """The context-swap gap of ``module`` (an :class:`~deconfound.engine.EmotionModule`) on
     ``split`` of its configured data set, given each sample's context cluster (``strata``, as
     :func:`~deconfound.pipelines.strata.dictionary_strata` gives them). ``paste`` cuts the
-    people (default: from the split's masks, its people hidden with ``data.mask_fill``); the
+    people (default: from the split's masks, its people hidden with ``data.mask_fill``);
+    ``data`` is the module's data module where the caller has one (default: a new one); the
     swapped backgrounds and the bootstrap draw from ``seed``."""
     from deconfound.data import EmotionDataModule
 
     cfg = module.cfg
-    data = EmotionDataModule(cfg.data, module.model.views)
+    data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
     reader, info = data.reader, data.info
     samples = reader.samples(split)
     if len(strata) != len(samples):

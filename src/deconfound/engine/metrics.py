@@ -85,7 +85,7 @@ class WorstGroupAccuracy(ReweightedAccuracy):
 
 
 def worst_group_accuracy(
-    correct: torch.Tensor, target: torch.Tensor, stratum: torch.Tensor, min_count: int = 5
+    correct: torch.Tensor, target: torch.Tensor, stratum: torch.Tensor, min_count: int = MIN_GROUP
 ) -> torch.Tensor:
     """See :class:`WorstGroupAccuracy`: (N,) correctness, labels and strata → a scalar (NaN when
     no group has ``min_count`` samples).

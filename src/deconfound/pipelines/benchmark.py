@@ -125,25 +125,17 @@ def run_benchmark(
     ]
     total, done = len(rhos) * len(dictionaries) * len(jobs) * seeds, 0
     for rho in rhos:
-        base = load_config(
-            f"{model}_synthetic",
-            [f"data.synthetic.rho={rho}", f"data.synthetic.seed={seed}"]
-            + (QUICK if quick else [])
-            + model_overrides,
-        )
+        drawn = [f"data.synthetic.rho={rho}", f"data.synthetic.seed={seed}"]
+        drawn += QUICK if quick else []
+        base = load_config(f"{model}_synthetic", drawn + model_overrides)
         base.data.root = str(draw_synthetic(out / "data", base.data.synthetic))
         settings[f"rho{rho:g}"] = {"data": base.data.root}
         data = EmotionDataModule(base.data, views_for(base, methods))
         unconfounded = _unconfounded_data(base, data) if len(jobs) > len(methods) else None
         for source in dictionaries:
             where = out / f"rho{rho:g}" / source
-            cfg = load_config(
-                f"{model}_synthetic",
-                [f"data.synthetic.rho={rho}", f"data.synthetic.seed={seed}"]
-                + (QUICK if quick else [])
-                + DICTIONARIES[source]
-                + model_overrides,
-            )
+            # the source's dictionary options first: the user's overrides may change them
+            cfg = load_config(f"{model}_synthetic", drawn + DICTIONARIES[source] + model_overrides)
             cfg.data.root = base.data.root
             cfg.out_dir = str(where / "runs")
             summary = build_benchmark_dictionary(cfg, source, where, scene_overrides, rho)
