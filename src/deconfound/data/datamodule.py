@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from deconfound.config import DataConfig, construct
 from deconfound.data.affectnet import AffectNetReader
@@ -204,7 +204,9 @@ def epoch_seed(seed: int, epoch: int, stream: str) -> int:
 class EpochShuffle(DistributedSampler):
     """A random order of a dataset that is a pure function of (``seed``, epoch), dealt out to
     ``num_replicas`` processes; with ``keyed``, as ``(index, epoch)`` pairs, from which a
-    :class:`ViewDataset` seeds the sample's random redrawing and augmentation.
+    :class:`ViewDataset` seeds the sample's random redrawing and augmentation. With
+    ``repeats`` (a count per sample), sample i appears ``repeats[i]`` times in every epoch
+    (JTT's upsampling of its error set).
 
     Lightning calls :meth:`set_epoch` before each training epoch, a resumed run included (with
     the epoch it resumes at), so a run resumed from a checkpoint sees each later epoch's samples
@@ -227,6 +229,7 @@ class EpochShuffle(DistributedSampler):
         num_replicas: int = 1,
         rank: int = 0,
         keyed: bool = False,
+        repeats: np.ndarray | None = None,
     ) -> None:
         self.keyed = keyed
         super().__init__(
@@ -237,11 +240,16 @@ class EpochShuffle(DistributedSampler):
             seed=seed,
             drop_last=True,  # the last N % num_replicas (none for one process)
         )
+        self.pool = np.arange(len(data_source))
+        if repeats is not None:  # sample i appears repeats[i] times in every epoch
+            self.pool = np.repeat(self.pool, repeats)
+            self.num_samples = len(self.pool) // num_replicas
+            self.total_size = self.num_samples * num_replicas
 
     def __iter__(self) -> Iterator[Any]:
         generator = torch.Generator()
         generator.manual_seed(epoch_seed(self.seed, self.epoch, "shuffle"))
-        order = torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
+        order = self.pool[torch.randperm(len(self.pool), generator=generator).numpy()].tolist()
         mine = order[self.rank : self.total_size : self.num_replicas]
         return iter([(i, self.epoch) for i in mine] if self.keyed else mine)
 
@@ -262,6 +270,15 @@ class EmotionDataModule(L.LightningDataModule):
     compose: Composer | None = None
     """How training pictures are redrawn before their views are cut (a method's, e.g. person
     paste), or None."""
+
+    repeats: np.ndarray | None = None
+    """How many times each training sample appears in an epoch (a method's upsampling, JTT's),
+    or None: once each."""
+
+    held_out: np.ndarray | None = None
+    """Indices of the validation samples a method keeps for itself (DFR's refitting set:
+    :meth:`set_held_out`); the validation loader, and evaluation of the validation split,
+    leave them out. None: every validation sample is scored."""
 
     def __init__(self, cfg: DataConfig, views: Sequence[str]) -> None:
         super().__init__()
@@ -339,6 +356,25 @@ class EmotionDataModule(L.LightningDataModule):
                 raise ConfigError(f"{len(values)} strata for the {n} samples of split '{split}'")
         self._strata, self.num_strata = dict(strata), num_strata
 
+    def set_held_out(self, share: float, seed: int) -> None:
+        """Keep a random ``share`` of the validation split apart (a pure function of the split's
+        size and ``seed``): :meth:`held_out_loader` serves it, and the validation split's
+        loader serves the rest only. ``share`` 0 scores every validation sample again."""
+        if share <= 0:
+            self.held_out = None
+            return
+        n = len(self.dataset(self.cfg.val_split))
+        order = np.random.default_rng(epoch_seed(seed, 0, "held-out") % 2**32).permutation(n)
+        self.held_out = np.sort(order[: round(share * n)])
+
+    def held_out_loader(self) -> DataLoader | None:
+        """The held-out validation samples (:meth:`set_held_out`), in order, all of them in
+        every process; None when none are held out."""
+        if self.held_out is None:
+            return None
+        dataset = Subset(self.dataset(self.cfg.val_split), self.held_out.tolist())
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, num_workers=0)
+
     def training_strata(self) -> tuple[np.ndarray | None, int]:
         """The training samples' strata and how many there are (None, 0 where unknown)."""
         dataset = self.dataset(self.cfg.train_split)
@@ -364,13 +400,19 @@ class EmotionDataModule(L.LightningDataModule):
         share: in training its part of each global batch (:class:`EpochShuffle`); in
         evaluation every ``replicas``-th sample, none twice and none added to even the shares
         out (Lightning's ``UnrepeatedDistributedSampler``, which Lightning leaves in place), so
-        that metrics gathered from all the processes are those of the whole split.
+        that metrics gathered from all the processes are those of the whole split. The
+        validation split leaves out the samples a method holds out (:meth:`set_held_out`).
         """
-        dataset = self.dataset(split)
+        dataset: Dataset[Batch] = self.dataset(split)
+        if split == self.cfg.val_split and self.held_out is not None:
+            kept = np.setdiff1d(np.arange(len(dataset)), self.held_out)  # type: ignore[arg-type]
+            dataset = Subset(dataset, kept.tolist())
         sampler: Sampler[Any] | None = None
         if shuffle:
+            assert isinstance(dataset, ViewDataset)
             keyed = dataset.compose is not None or dataset.augmented
-            sampler = EpochShuffle(dataset, seed, replicas, rank, keyed=keyed)
+            repeats = self.repeats if split == self.cfg.train_split else None
+            sampler = EpochShuffle(dataset, seed, replicas, rank, keyed=keyed, repeats=repeats)
         elif replicas > 1:
             if len(dataset) < replicas:
                 raise ConfigError(

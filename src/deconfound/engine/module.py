@@ -154,6 +154,9 @@ class EmotionModule(L.LightningModule):
                 f"weight {bad} became non-finite in epoch {self.current_epoch}; "
                 "lower optim.lr or check the input data"
             )
+        if not self.trainer.sanity_checking:  # a method's refit on held-out samples (DFR)
+            data = self.trainer.datamodule
+            self.method.before_validation(self, data.held_out_loader() if data else None)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, **kw: Any) -> Any:
         """Load a checkpoint's weights (evaluating, or resuming a run); weights that do not fit
@@ -204,6 +207,10 @@ class EmotionModule(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        views, y, _ = batch
+        return self(views), y
 
     def configure_optimizers(self) -> Any:
         return self.method.configure_optimizers(self)

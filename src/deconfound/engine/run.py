@@ -24,6 +24,7 @@ from deconfound.engine.folder import holds_run_folder
 from deconfound.engine.module import EmotionModule
 from deconfound.errors import ConfigError, DeconfoundError, one_line
 from deconfound.io import atomic_write
+from deconfound.methods import get_method
 from deconfound.progress import show_progress
 
 log = logging.getLogger(__name__)
@@ -193,9 +194,12 @@ def _new_trainer(**options: Any) -> L.Trainer:
         raise ConfigError(f"Lightning refuses {chosen}: {one_line(e)}") from None
 
 
-@holds_run_folder  # locked while it trains; removed if the run fails before saving anything
 def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     """Train ``cfg`` into ``cfg.run_dir``; a run interrupted there resumes from ``last.ckpt``.
+
+    A method that learns from a first run (:meth:`~deconfound.methods.Method.first_run`,
+    JTT's) has it trained first, into its own folder (resumed or reused alike), and receives
+    its logits on the training split before its own training starts.
 
     ``checkpoints/last.ckpt`` is written at the end of every epoch, ``best.ckpt`` at each new
     best validation score. A resumed run ends as the uninterrupted one would have (same weights
@@ -209,6 +213,21 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
 
     ``data`` lets several runs on the same data share one data module (and its decoded views).
     """
+    first = get_method(cfg.model).first_run(cfg)
+    learnt = None
+    if first is not None:
+        trained = load_module(train(first, data).selected)
+        learnt = training_logits(trained, data)
+    return _train(cfg, data, learnt)
+
+
+@holds_run_folder  # locked while it trains; removed if the run fails before saving anything
+def _train(
+    cfg: Config,
+    data: EmotionDataModule | None,
+    first_logits: tuple[torch.Tensor, torch.Tensor] | None,
+) -> TrainResult:
+    """:func:`train`, once a first run (if any) gave ``first_logits`` (logits, targets)."""
     run_dir = cfg.run_dir
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -219,6 +238,8 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     config = cfg.to_dict()
     module = EmotionModule(config)
+    if first_logits is not None:
+        module.method.learn_from_first_run(*first_logits)
     data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
     prepare_data(cfg, module, data)  # refuses bad data before anything is written
     rules = [cfg.trainer.monitor, *cfg.trainer.keep_best_by]
@@ -265,6 +286,8 @@ def prepare_data(cfg: Config, module: EmotionModule, data: EmotionDataModule) ->
     data.shuffle_seed = cfg.trainer.seed
     views = tuple(data.sizes)
     data.compose = method.compose(data.reader, d.train_split, d.mask_fill, views)  # (before caches)
+    data.set_held_out(method.held_out_share, cfg.trainer.seed)
+    data.repeats = method.sampling_repeats()
     for split in (d.train_split, d.val_split):
         data.dataset(split)
     strata: dict[str, np.ndarray] = {}
@@ -379,6 +402,20 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
     return module.eval()
 
 
+def training_logits(
+    module: EmotionModule, data: EmotionDataModule | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``module``'s logits (N, classes) and the targets on the training split of its data set
+    (or of ``data``), in the split's order, each picture as it is: not redrawn, not augmented,
+    in the evaluation frame."""
+    cfg = module.cfg
+    data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
+    trainer = make_trainer(cfg)
+    batches = trainer.predict(module, dataloaders=data.loader(cfg.data.train_split))
+    logits, targets = zip(*batches, strict=True)  # type: ignore[arg-type]
+    return torch.cat(logits).float(), torch.cat(targets)
+
+
 def evaluate(
     module: EmotionModule, splits: list[str], data: EmotionDataModule | None = None
 ) -> dict[str, dict[str, float]]:
@@ -390,6 +427,7 @@ def evaluate(
     """
     cfg = module.cfg
     data = data if data is not None else EmotionDataModule(cfg.data, module.model.views)
+    data.set_held_out(module.method.held_out_share, cfg.trainer.seed)  # never scored
     trainer = make_trainer(cfg)
     share = {"replicas": trainer.world_size, "rank": trainer.global_rank}
     results: dict[str, dict[str, float]] = {}

@@ -19,7 +19,9 @@ from deconfound.methods.backdoor import Backdoor, BackdoorClassifier, PersonOnly
 from deconfound.methods.base import Method, per_sample_loss
 from deconfound.methods.ccim import CCIMAdditive, CCIMDot
 from deconfound.methods.clef import Clef, CounterfactualClassifier
+from deconfound.methods.dfr import DFR, LastLayerRefit
 from deconfound.methods.iern import Confusion, IERNMethod
+from deconfound.methods.jtt import JTT
 from deconfound.methods.paste import Paste
 from deconfound.methods.robust import GroupDRO, Reweight, independence_weights
 from deconfound.models import CONTEXT_MODELS
@@ -36,6 +38,8 @@ METHODS: dict[str, type[Method]] = {
         Paste,
         Reweight,
         GroupDRO,
+        DFR,
+        JTT,
         IERNMethod,
         Confusion,
     )
@@ -43,12 +47,13 @@ METHODS: dict[str, type[Method]] = {
 """Every method by config name: ``none`` (the plain base model), CCIM (``ccim_dot``,
 ``ccim_add``), the exact ``backdoor`` adjustment and its ablation ``person_only`` (the person
 stream alone, plain), ``clef`` counterfactual inference, person
-``paste``, ``reweight``, ``groupdro``, and IERN (``iern``, its ablation ``confusion``)."""
+``paste``, ``reweight``, ``groupdro``, last-layer refitting ``dfr``, ``jtt`` (just train twice),
+and IERN (``iern``, its ablation ``confusion``)."""
 
 CCIM_METHODS: tuple[str, ...] = ("ccim_dot", "ccim_add")
 CONTEXT_METHODS: tuple[str, ...] = (
     "none", "ccim_dot", "ccim_add", "backdoor", "person_only", "clef", "paste", "reweight",
-    "groupdro",
+    "groupdro", "dfr", "jtt",
 )  # fmt: skip
 """The methods for context-aware models (IERN and its ablation work on face feature maps)."""
 
@@ -106,6 +111,8 @@ def model_table(
 __all__ = [
     "CCIM_METHODS",
     "CONTEXT_METHODS",
+    "DFR",
+    "JTT",
     "METHODS",
     "Backdoor",
     "BackdoorClassifier",
@@ -116,6 +123,7 @@ __all__ = [
     "CounterfactualClassifier",
     "GroupDRO",
     "IERNMethod",
+    "LastLayerRefit",
     "Method",
     "Paste",
     "PersonOnly",

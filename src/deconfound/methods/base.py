@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from deconfound.causal import ConfounderDictionary
 from deconfound.config import ModelConfig, construct
@@ -175,6 +176,31 @@ class Method:
 
     def on_train_epoch_end(self, module: Trainee) -> None:
         """Called at each training epoch's end."""
+
+    # --- held-out validation samples and a first run (two-stage methods) -------------------
+    @property
+    def held_out_share(self) -> float:
+        """The share of the validation split this method keeps for itself (0: none): those
+        samples reach :meth:`before_validation` and are never scored."""
+        return 0.0
+
+    def before_validation(self, module: Trainee, held_out: DataLoader | None) -> None:
+        """Called before each validation of a training run (not its sanity check), with a
+        loader of the held-out validation samples (None without any); the model is in
+        evaluation mode."""
+
+    def first_run(self, cfg: Config) -> Config | None:
+        """The config of a run that the engine trains to completion before this one, in a
+        folder of this run's (JTT's identification model); None: no first run."""
+        return None
+
+    def learn_from_first_run(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """The first run's logits (N, classes) on the training split, in the split's order,
+        from its pictures as they are (not redrawn, not augmented), and their targets."""
+
+    def sampling_repeats(self) -> np.ndarray | None:
+        """How many times each training sample appears in an epoch (None: once each)."""
+        return None
 
 
 def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
