@@ -24,6 +24,7 @@ from deconfound.methods import (
     GroupDRO,
     independence_weights,
 )
+from deconfound.methods.clef import fuse
 from deconfound.pipelines.dictionary import build_dictionary
 
 DICTIONARY = [
@@ -230,18 +231,38 @@ def test_groupdro_keeps_its_group_weights_in_the_checkpoint(
     assert torch.equal(method.q, q)
 
 
-def test_clef_predicts_the_main_branch_minus_its_reference(
-    tiny_root: Path, dictionary: Path, tmp_path: Path
+@pytest.mark.parametrize("fusion", ["harmonic", "sum"])
+def test_clef_predicts_the_factual_minus_the_counterfactual_outcome(
+    fusion: str, tiny_root: Path, dictionary: Path, tmp_path: Path
 ) -> None:
-    cfg = _config(tiny_root, tmp_path, "clef", dictionary)
+    cfg = _config(
+        tiny_root, tmp_path, "clef", dictionary, f"model.intervention_args={{fusion: {fusion}}}"
+    )
     net: CounterfactualClassifier = load_module(train(cfg).best_checkpoint).model  # type: ignore[assignment]
     assert net.reference.abs().sum() > 0  # the running mean of the main branch's logits
     data = EmotionDataModule(cfg.data, net.views)
     views, _, _ = next(iter(data.loader("val")))
     with torch.no_grad():
-        assert torch.allclose(net(views), net.main(views) - net.reference)
-        fused, z_c = net.eval().factual(views)
-        assert torch.allclose(fused, net.main(views) + z_c)
+        z_m, z_c = net.main(views), net.context(views)
+        fused, _ = net.eval().factual(views)
+        assert torch.allclose(fused, fuse(z_m, z_c, fusion))
+        tie = net(views)
+        assert torch.allclose(tie, fused - fuse(net.reference, z_c, fusion), atol=1e-6)
+        if fusion == "sum":  # the context branch cancels: the main branch's ranking
+            assert torch.allclose(tie, z_m - net.reference, atol=1e-5)
+
+
+def test_the_harmonic_counterfactual_changes_the_prediction() -> None:
+    """The context branch favours class 1: the factual outcome says 1, the main branch 1 by a
+    hair; subtracting the counterfactual (person at its reference, context kept) says 0. With
+    the sum the context branch cancels and the main branch's choice stands."""
+    z_m, z_c, reference = torch.tensor([2.0, 2.1]), torch.tensor([-3.0, 3.0]), torch.zeros(2)
+    assert fuse(z_m, z_c, "harmonic").argmax() == 1 and z_m.argmax() == 1
+    tie = fuse(z_m, z_c, "harmonic") - fuse(reference, z_c, "harmonic")
+    assert tie.argmax() == 0
+    assert (fuse(z_m, z_c, "sum") - fuse(reference, z_c, "sum")).argmax() == 1
+    p = torch.sigmoid(z_m) * torch.sigmoid(z_c)
+    assert torch.allclose(fuse(z_m, z_c, "harmonic"), torch.log(p / (1 + p)))
 
 
 def test_paste_redraws_training_pictures_from_the_seed_and_epoch(
