@@ -165,6 +165,26 @@ def test_model_scores_every_split_and_its_confusions_agree(made: dict, tiny_root
         assert np.trace(matrix) / len(y) == pytest.approx(accuracy, abs=1e-6)
 
 
+def test_bias_without_test_anti_equals_what_evaluate_measures(
+    made: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report's per-(cluster, label) scores and context-swap gaps are those of
+    `deconfound evaluate --dictionary --swap-gap` on the same checkpoint and dictionary."""
+    model = made["numbers"]["models"][0]
+    argv = ["evaluate", "--checkpoint", str(made["ckpt"]), "--split", "val", "--split", "test_anti"]
+    capsys.readouterr()
+    assert main([*argv, "--json", "--swap-gap", "--dictionary", str(made["built"].path)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    for split in ("val", "test_anti"):
+        for key in ("accuracy_reweighted", "accuracy_worst_group"):
+            assert model["groups"][split][key] == pytest.approx(evaluated[split][key], abs=1e-6)
+        gap, theirs = model["swap_gap"][split], evaluated[split]["swap_gap"]
+        assert gap["gap"] == pytest.approx(gap["own"] - gap["swapped"])
+        assert gap["gap"] == pytest.approx(theirs["gap"]) and gap["samples"] == theirs["samples"]
+    assert model["swap_gap_missing"] is None
+    assert "Bias without a test_anti split" in (made["out"] / "report.html").read_text()
+
+
 def test_page_is_self_contained_with_every_section_and_json_parses(made: dict) -> None:
     out, numbers = made["out"], made["numbers"]
     html = (out / "report.html").read_text()

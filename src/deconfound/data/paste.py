@@ -18,6 +18,7 @@ pure function of (sample, generator state).
 
 from __future__ import annotations
 
+import json
 import logging
 import typing
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from deconfound.data import sidecars
+from deconfound.data.cut_quality import CUT_QUALITIES, CutQuality, degrade
 from deconfound.data.sample import Box, DatasetInfo, ImageRef, Sample
 from deconfound.data.silhouettes import GROWTH, grow, own_person
 from deconfound.data.synthetic import SyntheticReader, SyntheticScenesReader
@@ -174,6 +176,11 @@ class PersonPaste:
             with one warning for all (the cut then keeps the background inside the box).
         growth: the share of each person's height by which a background's people are grown
             before they are hidden (:func:`~deconfound.data.silhouettes.grow`).
+        cut: the cut as a worse segmenter would give it (:mod:`deconfound.data.cut_quality`:
+            ``exact``, ``eroded``, ``dilated``, ``ellipse``, ``keypoints``, ``box``), to measure
+            how much ``paste`` owes to exact masks; ``keypoints`` reads the pose files.
+        cut_share: the share of the person's height by which ``cut`` shrinks, grows or
+            widens the keypoints' hull.
         cache_bytes: how much decoded pictures and masks to keep in memory, per process.
     """
 
@@ -186,8 +193,15 @@ class PersonPaste:
         missing_mask: MissingMask = "error",
         *,
         growth: float = GROWTH,
+        cut: CutQuality = "exact",
+        cut_share: float = 0.05,
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
+        if cut not in CUT_QUALITIES:
+            raise ConfigError(f"unknown cut '{cut}'; choose {', '.join(CUT_QUALITIES)}")
+        if not 0 <= cut_share < 1:
+            raise ConfigError(f"cut_share must lie in [0, 1), got {cut_share}")
+        self.quality, self.quality_share = cut, cut_share
         if fill not in FILLS:
             raise ConfigError(f"unknown mask fill '{fill}'; choose {', '.join(FILLS)}")
         if missing_mask not in MISSING_MASKS:
@@ -269,6 +283,27 @@ class PersonPaste:
         return self._cut(i, picture.shape[:2], mask)
 
     def _cut(self, i: int, shape: tuple[int, int], mask: np.ndarray | None) -> np.ndarray:
+        cut = self._exact_cut(i, shape, mask)
+        if self.quality == "exact":
+            return cut
+        box = self.people.samples[i].hidden
+        points = self._keypoints(i) if self.quality == "keypoints" else None
+        return degrade(cut, self.quality, self.quality_share, box, points)
+
+    def _keypoints(self, i: int) -> np.ndarray:
+        """Sample ``i``'s detected pose keypoints ((K, 2) pixels) from its OpenPose file."""
+        sample = self.people.samples[i]
+        path = sidecars.locate("pose", sample.image, self.root)
+        box = sample.hidden
+        if box is None:
+            raise DataError(f"{path}: a 'keypoints' cut needs the sample's person box")
+        people = json.loads(path.read_text()).get("people") or [{}]
+        count = len(people[0].get("pose_keypoints_2d", [])) // 3
+        k = sidecars.read_pose(path, box, count).numpy()
+        found = k[:, 2] > 0
+        return np.stack([k[found, 0] * box.width + box.x1, k[found, 1] * box.height + box.y1], 1)
+
+    def _exact_cut(self, i: int, shape: tuple[int, int], mask: np.ndarray | None) -> np.ndarray:
         sample = self.people.samples[i]
         box = sample.hidden
         if box is None:

@@ -135,11 +135,11 @@ def bias_report(
     )
     if loaded is not None:
         notes += _provenance(loaded, meta, dictionary)
-        assignments = assign_clusters(features[train], loaded.centres.numpy())
+        centres = loaded.centres.numpy()
     else:
-        assignments = kmeans(
-            features[train], k, backend=d.kmeans, iters=d.iters, seed=d.seed
-        ).labels
+        centres = kmeans(features[train], k, backend=d.kmeans, iters=d.iters, seed=d.seed).centres
+    strata = {s: assign_clusters(f, centres) for s, f in features.items()}
+    assignments = strata[train]
     embedding = ("backbone", "weights", "weights_sha256", "mask_fill", "image_size")
     numbers: dict[str, Any] = {
         "format": FORMAT,
@@ -152,7 +152,7 @@ def bias_report(
         },
         "probe": context_probe(features, labels, train, info),
         "models": [
-            {"label": label, **_model_numbers(m, c, cfg, samples, info, features, loaded)}
+            {"label": label, **_model_numbers(m, c, cfg, samples, info, features, loaded, strata)}
             for label, m, c in zip(_labels(checkpoints), modules, checkpoints, strict=True)
         ],
         "interval": {**INTERVAL, "resamples": RESAMPLES},
@@ -164,6 +164,32 @@ def bias_report(
     return BiasReport(
         out, files["html"], files["json"], figures, numbers, assignments, features, labels
     )
+
+
+def group_scores(scores: np.ndarray, targets: np.ndarray, strata: np.ndarray) -> dict[str, float]:
+    """Re-weighted and worst-group accuracy (:mod:`deconfound.engine.metrics`) of the class
+    ``scores`` (N, C) against ``targets`` (N,) with the samples' context clusters."""
+    from deconfound.engine.metrics import reweighted_accuracy, worst_group_accuracy
+
+    y, z = torch.as_tensor(targets).long(), torch.as_tensor(strata).long()
+    correct = torch.as_tensor(scores).argmax(-1) == y
+    return {
+        "accuracy_reweighted": float(reweighted_accuracy(correct, y, z)),
+        "accuracy_worst_group": float(worst_group_accuracy(correct, y, z)),
+    }
+
+
+def _swap_gaps(
+    module: Any, splits: list[str], strata: dict[str, np.ndarray], data: EmotionDataModule
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The context-swap gap of each split, or (None, why) where the data have no masks."""
+    from deconfound.diagnostics.swap import context_swap_gap
+
+    try:
+        gaps = {s: context_swap_gap(module, s, strata[s], data=data).as_dict() for s in splits}
+    except DataError as e:
+        return None, str(e)
+    return gaps, None
 
 
 def iern_numbers(module: Any, data: EmotionDataModule, split: str) -> dict[str, Any] | None:
@@ -365,6 +391,7 @@ def _model_numbers(
     info: DatasetInfo,
     features: dict[str, np.ndarray],
     loaded: ConfounderDictionary | None,
+    strata: dict[str, np.ndarray],
 ) -> dict[str, Any]:
     """The model's metrics on the held-out splits of ``samples`` (``engine.evaluate``), the
     headline metric's interval per split, and per split its confusion matrix (multi-class) or
@@ -372,7 +399,13 @@ def _model_numbers(
     toward the scene's emotion (None where the data set does not know it); for a CCIM model,
     what its intervention does (``ccim``; else None); for an IERN model, its diagnostics on the
     training split (``iern``, :mod:`deconfound.diagnostics.iern`; else None). One pass over
-    those splits (and, for CCIM or IERN, the training split) besides ``evaluate``'s."""
+    those splits (and, for CCIM or IERN, the training split) besides ``evaluate``'s.
+
+    Bias without a ``test_anti`` split, per evaluated split: the scores per (context cluster,
+    label) (``groups``: re-weighted and worst-group accuracy, multi-class sets) and the
+    context-swap gap (``swap_gap``, :mod:`deconfound.diagnostics.swap`; two more passes, on
+    pictures composited from the person masks; None with the reason in ``swap_gap_missing``
+    where the split has no masks)."""
     from deconfound.engine.run import evaluate
 
     splits = list(samples)[1:]
@@ -409,6 +442,12 @@ def _model_numbers(
         }
     scenes = {s: confounders(samples[s]) for s in splits}  # read by evaluation, by no method
     out["scene_errors"] = scene_errors(passes, scenes, info, cfg.data.dataset)
+    out["groups"] = (
+        {s: group_scores(p.scores, p.targets, strata[s]) for s, p in passes.items()}
+        if info.task == "multiclass"
+        else None
+    )
+    out["swap_gap"], out["swap_gap_missing"] = _swap_gaps(module, splits, strata, data)
     out["ccim"] = None
     out["iern"] = iern_numbers(module, data, train)
     if ccim is None:

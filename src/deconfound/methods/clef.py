@@ -41,7 +41,6 @@ from deconfound.methods.base import Method, Trainee
 from deconfound.models.classifier import EmotionClassifier
 from deconfound.models.single import SingleStream
 
-
 Fusion = Literal["harmonic", "sum"]
 FUSIONS: tuple[str, ...] = ("harmonic", "sum")
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from deconfound.data.cut_quality import CUT_QUALITIES, CutQuality
 from deconfound.errors import ConfigError
 from deconfound.methods.base import Composer, Method
 
@@ -41,12 +42,28 @@ class PasteOptions:
         set's ``scenes``), or a folder of person-free pictures.
     missing_mask: a training sample without a mask file is an error (``error``), or is cut by
         its box (``box``, with one warning that the box keeps its background).
+    cut: ``exact`` (the mask's person), or the cut as a worse segmenter gives it, to measure
+        what paste owes to exact masks (:mod:`deconfound.data.cut_quality`): ``eroded``,
+        ``dilated``, ``ellipse`` (inscribed in the box), ``keypoints`` (their hull), ``box``.
+    cut_share: the share of the person's height by which the cut is shrunk or grown (or the
+        keypoints' hull widened).
     """
 
     backgrounds: str = "train"
     missing_mask: Literal["error", "box"] = "error"
+    cut: CutQuality = "exact"
+    cut_share: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.cut not in CUT_QUALITIES:
+            raise ConfigError(
+                f"model.intervention_args.cut must be one of {', '.join(CUT_QUALITIES)}, got "
+                f"{self.cut!r}"
+            )
+        if not 0 <= self.cut_share < 1:
+            raise ConfigError(
+                f"model.intervention_args.cut_share must lie in [0, 1), got {self.cut_share}"
+            )
         if self.missing_mask not in ("error", "box"):
             raise ConfigError(
                 f"model.intervention_args.missing_mask must be error or box, got "
@@ -74,5 +91,11 @@ class Paste(Method):
             )
         o: PasteOptions = self.options
         return PersonPaste.from_reader(
-            reader, split, backgrounds=o.backgrounds, fill=fill, missing_mask=o.missing_mask
+            reader,
+            split,
+            backgrounds=o.backgrounds,
+            fill=fill,
+            missing_mask=o.missing_mask,
+            cut=o.cut,
+            cut_share=o.cut_share,
         )
