@@ -9,7 +9,7 @@ its ``test_anti`` mean ± sd over the seeds, the difference from ``none`` with a
 t-interval, and ``test_iid``. Writes ``<out>/results.json`` and ``<out>/results.md``; finished
 runs are reused.
 
-    python benchmarks/paste_cuts.py --out runs/paste-cuts --seed 7 --rho 0.8 --seeds 3
+    python benchmarks/paste_cuts.py --out runs/paste-cuts --seed 7 --rho 0.8 --seeds 5
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ CUTS = (
     "dilated:0.1",
     "dilated:0.2",
     "keypoints:0.05",
+    "keypoints:0.1",
     "ellipse",
     "box",
 )
@@ -52,7 +53,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/paste-cuts"))
     p.add_argument("--seed", type=int, default=7, help="data seed; models use seed..seed+n-1")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--rho", type=float, default=0.8)
     p.add_argument("--cuts", nargs="+", default=list(CUTS))
     args = p.parse_args()
