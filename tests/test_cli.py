@@ -130,6 +130,16 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
         "2",
         "--seeds",
         "2",
+        "--methods",
+        "none",
+        "ccim_dot",
+        "paste",
+        "dfr",
+        "jtt",
+        "--dictionary",
+        "imagenet",
+        "oracle",
+        "--",
         "data.synthetic.image_size=48",
         "data.view_sizes={body: 32, whole: 32}",
         "data.synthetic.sizes={train: 140, val: 35, test_iid: 35, test_balanced: 35, "
@@ -144,29 +154,40 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
     ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    runs = {(r["method"], r["trained_on"], r["seed"]): r for r in results["runs"]}
-    methods = ("none", "ccim_dot", "paste")
+    every = {(r["dictionary"], r["method"], r["trained_on"], r["seed"]): r for r in results["runs"]}
+    methods = ("none", "ccim_dot", "paste", "dfr", "jtt")
     kinds = ("confounded", "unconfounded")
-    assert set(runs) == {(m, k, s) for m in methods for k in kinds for s in (2, 3)}
+    sources = ("imagenet", "oracle")
+    assert set(every) == {
+        (d, m, k, s) for d in sources for m in methods for k in kinds for s in (2, 3)
+    }
     assert results["settings"]["seeds"] == [2, 3]
     dictionary = results["settings"]["rho0.8"]["imagenet"]
     assert dictionary["num_clusters"] == 8 and dictionary["backbone"] == "mobilenet_v2"
     assert dictionary["weights"] == "IMAGENET1K_V1"
-    section = summarise(results)["0.8"]["imagenet"]["rules"]
+    assert results["settings"]["rho0.8"]["oracle"]["backbone"] == "small_cnn"  # the scene net's
+    summary = summarise(results)["0.8"]
+    for source in sources:  # every cell of both dictionaries' tables, under every rule
+        for rule in ("plain", "reweighted", "worst_group", "last"):
+            for method in methods:
+                for kind, rows in (("confounded", "methods"), ("unconfounded", "ceilings")):
+                    accs = [
+                        every[source, method, kind, s]["by_rule"][rule]["test_anti"]["accuracy"]
+                        for s in (2, 3)
+                    ]
+                    cell = summary[source]["rules"][rule][rows][method]["test_anti"]
+                    assert cell["mean"] == pytest.approx(np.mean(accs))
+                    assert cell["std"] == pytest.approx(np.std(accs, ddof=1))
+                    half = stats.t.ppf(0.975, 1) * np.std(accs, ddof=1) / np.sqrt(2)
+                    ci = [np.mean(accs) - half, np.mean(accs) + half]
+                    assert cell["ci95"] == pytest.approx(ci)
+    runs = {k[1:]: r for k, r in every.items() if k[0] == "imagenet"}
+    section = summary["imagenet"]["rules"]
 
     def acc(method: str, kind: str, seed: int, rule: str = "plain") -> float:
         return runs[method, kind, seed]["by_rule"][rule]["test_anti"]["accuracy"]
 
-    for rule in ("plain", "reweighted", "worst_group", "last"):
-        for method in methods:
-            for kind, rows in (("confounded", "methods"), ("unconfounded", "ceilings")):
-                accs = [acc(method, kind, s, rule) for s in (2, 3)]
-                cell = section[rule][rows][method]["test_anti"]
-                assert cell["mean"] == pytest.approx(np.mean(accs))
-                assert cell["std"] == pytest.approx(np.std(accs, ddof=1))
-                half = stats.t.ppf(0.975, 1) * np.std(accs, ddof=1) / np.sqrt(2)
-                assert cell["ci95"] == pytest.approx([np.mean(accs) - half, np.mean(accs) + half])
-    assert all(runs[k]["metrics"] == runs[k]["by_rule"]["plain"] for k in runs)
+    assert all(r["metrics"] == r["by_rule"]["plain"] for r in every.values())
     plain = section["plain"]
     diffs = [acc("paste", "confounded", s) - acc("none", "confounded", s) for s in (2, 3)]
     assert plain["methods"]["paste"]["test_anti"]["vs_none"]["mean"] == pytest.approx(
@@ -191,7 +212,7 @@ def test_demo_compares_methods_over_seeds(tmp_path: Path, capsys: pytest.Capture
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "data").glob("synthetic-rho0.8-seed2-*"))) == 1
     printed = capsys.readouterr().out
-    assert "run 1/12: rho=0.8 imagenet none, seed 2" in printed and "predict" in printed
+    assert "run 1/40: rho=0.8 imagenet none, seed 2" in printed and "predict" in printed
     report = next(line for line in printed.splitlines() if "bias-report" in line)
     for method in methods:  # side by side; not the ceilings
         assert f"--checkpoint {runs[method, 'confounded', 2]['checkpoint']} " in report
