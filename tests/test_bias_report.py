@@ -178,11 +178,28 @@ def test_bias_without_test_anti_equals_what_evaluate_measures(
     for split in ("val", "test_anti"):
         for key in ("accuracy_reweighted", "accuracy_worst_group"):
             assert model["groups"][split][key] == pytest.approx(evaluated[split][key], abs=1e-6)
-        gap, theirs = model["swap_gap"][split], evaluated[split]["swap_gap"]
-        assert gap["gap"] == pytest.approx(gap["own"] - gap["swapped"])
-        assert gap["gap"] == pytest.approx(theirs["gap"]) and gap["samples"] == theirs["samples"]
+    assert list(model["swap_gap"]) == SPLITS[1:]  # the test splits
+    gap, theirs = model["swap_gap"]["test_anti"], evaluated["test_anti"]["swap_gap"]
+    assert gap["gap"] == pytest.approx(gap["own"] - gap["swapped"])
+    assert gap["gap"] == pytest.approx(theirs["gap"]) and gap["samples"] == theirs["samples"]
     assert model["swap_gap_missing"] is None
     assert "Bias without a test_anti split" in (made["out"] / "report.html").read_text()
+
+
+def test_a_dfr_model_is_reported_without_its_refitting_half(made: dict, tmp_path: Path) -> None:
+    """DFR refits on half of the validation split: the report scores the other half only,
+    as evaluate does, and its per-split numbers agree in size."""
+    config = made["cfg"].to_dict()
+    config["model"]["intervention"] = "dfr"
+    ckpt = _checkpoint(config, tmp_path / "dfr.ckpt")
+    report = bias_report(
+        made["cfg"], out_dir=tmp_path / "report", dictionary=made["built"].path,
+        checkpoints=[ckpt], progress=False,
+    )  # fmt: skip
+    model = report.numbers["models"][0]
+    assert np.array(model["confusion"]["val"]).sum() == 70 - 35  # the scored half
+    assert np.array(model["confusion"]["test_anti"]).sum() == 70
+    assert set(model["groups"]) == set(SPLITS) and model["scene_errors"] is not None
 
 
 def test_page_is_self_contained_with_every_section_and_json_parses(made: dict) -> None:

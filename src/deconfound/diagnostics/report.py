@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from deconfound.causal.dictionary import ConfounderDictionary
 from deconfound.causal.kmeans import kmeans
@@ -177,6 +178,14 @@ def group_scores(scores: np.ndarray, targets: np.ndarray, strata: np.ndarray) ->
         "accuracy_reweighted": float(reweighted_accuracy(correct, y, z)),
         "accuracy_worst_group": float(worst_group_accuracy(correct, y, z)),
     }
+
+
+def _scored_rows(loader: Any) -> np.ndarray:
+    """The split's sample indices that ``loader`` serves, in its order."""
+    dataset = loader.dataset
+    if isinstance(dataset, Subset):
+        return np.asarray(dataset.indices)
+    return np.arange(len(dataset))
 
 
 def _swap_gaps(
@@ -401,11 +410,12 @@ def _model_numbers(
     training split (``iern``, :mod:`deconfound.diagnostics.iern`; else None). One pass over
     those splits (and, for CCIM or IERN, the training split) besides ``evaluate``'s.
 
-    Bias without a ``test_anti`` split, per evaluated split: the scores per (context cluster,
-    label) (``groups``: re-weighted and worst-group accuracy, multi-class sets) and the
-    context-swap gap (``swap_gap``, :mod:`deconfound.diagnostics.swap`; two more passes, on
-    pictures composited from the person masks; None with the reason in ``swap_gap_missing``
-    where the split has no masks)."""
+    Bias without a ``test_anti`` split: per evaluated split the scores per (context cluster,
+    label) (``groups``: re-weighted and worst-group accuracy, multi-class sets), and per test
+    split the context-swap gap (``swap_gap``, :mod:`deconfound.diagnostics.swap`; two more
+    passes, on pictures composited from the person masks; None with the reason in
+    ``swap_gap_missing`` where the split has no masks). Validation samples that a method
+    keeps for itself (DFR's refitting half) are left out, as ``evaluate`` leaves them out."""
     from deconfound.engine.run import evaluate
 
     splits = list(samples)[1:]
@@ -428,6 +438,7 @@ def _model_numbers(
     }
     ccim, train = ccim_of(module), cfg.data.train_split
     loaders = {s: data.loader(s) for s in splits}
+    rows = {s: _scored_rows(loader) for s, loader in loaders.items()}  # evaluate's samples
     passes = model_pass(module, loaders, info.task, data.loader(train) if ccim else None)
     out["intervals"] = {
         s: score_interval(p.scores, p.targets, info.metric) for s, p in passes.items()
@@ -440,14 +451,15 @@ def _model_numbers(
         out["class_ap"] = {
             s: class_ap(p.scores, p.targets, info.classes) for s, p in passes.items()
         }
-    scenes = {s: confounders(samples[s]) for s in splits}  # read by evaluation, by no method
+    scenes = {s: confounders([samples[s][i] for i in rows[s]]) for s in splits}  # (no method's)
     out["scene_errors"] = scene_errors(passes, scenes, info, cfg.data.dataset)
     out["groups"] = (
-        {s: group_scores(p.scores, p.targets, strata[s]) for s, p in passes.items()}
+        {s: group_scores(p.scores, p.targets, strata[s][rows[s]]) for s, p in passes.items()}
         if info.task == "multiclass"
         else None
     )
-    out["swap_gap"], out["swap_gap_missing"] = _swap_gaps(module, splits, strata, data)
+    tests = [s for s in splits if s in cfg.data.test_splits]
+    out["swap_gap"], out["swap_gap_missing"] = _swap_gaps(module, tests, strata, data)
     out["ccim"] = None
     out["iern"] = iern_numbers(module, data, train)
     if ccim is None:

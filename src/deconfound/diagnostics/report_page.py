@@ -546,7 +546,7 @@ def _without_anti_html(m: dict[str, Any], explain: bool = True) -> str:
     gaps, groups = m.get("swap_gap"), m.get("groups")
     if not gaps and not groups:
         return ""
-    splits = list(gaps or groups or {})
+    splits = list(groups or gaps or {})
     head = ["split"]
     if gaps:
         metric = next(iter(gaps.values()))["metric"]
@@ -557,14 +557,15 @@ def _without_anti_html(m: dict[str, Any], explain: bool = True) -> str:
     for s in splits:
         row: list[Any] = [escape(s)]
         if gaps:
-            g = gaps[s]
-            row += [g["own"], g["swapped"], _with_ci(g["gap"], g["ci95"])]
+            g = gaps.get(s)
+            row += [g["own"], g["swapped"], _with_ci(g["gap"], g["ci95"])] if g else ["", "", ""]
         if groups:
             row += [groups[s]["accuracy_reweighted"], groups[s]["accuracy_worst_group"]]
         rows.append(row)
     what = (
         "Bias measured on any data set, no <code>test_anti</code> split needed. The "
-        "<b>context-swap gap</b>: every person cut out with its mask and pasted, where it "
+        "<b>context-swap gap</b> (on the test splits): every person cut out with its mask "
+        "and pasted, where it "
         "stands, onto another picture of its own context cluster and onto a picture of another "
         "cluster; the metric on the first minus on the second. The <b>per-group scores</b>: "
         "accuracy with every (context cluster, emotion) pair weighted as if the two were "
