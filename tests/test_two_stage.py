@@ -106,3 +106,56 @@ def test_jtt_upsamples_the_errors_of_its_first_run(
     assert steps == upsampled // cfg.data.batch_size  # the epoch went over the upsampled set
     again = train(cfg)  # finished: both runs are reused as they are
     assert again.by_rule["last"] == result.by_rule["last"]
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "message"),
+    [
+        ("jtt", {"upweight": 2.5}, "whole number"),
+        ("jtt", {"first_epochs": "two"}, "whole number"),
+        ("dfr", {"holdout": "half"}, "holdout must be a number"),
+        ("dfr", {"holdout": 1.0}, "holdout must lie in"),
+        ("paste", {"cut_share": "wide"}, "cut_share must be a number"),
+    ],
+)
+def test_bad_options_are_one_line(method: str, args: dict, message: str) -> None:
+    from deconfound.config import ModelConfig
+    from deconfound.errors import ConfigError
+    from deconfound.methods import get_method
+
+    with pytest.raises(ConfigError, match=message):
+        get_method(ModelConfig(name="emotnet", intervention=method, intervention_args=args))
+
+
+def test_a_held_out_share_that_leaves_nothing_to_score_is_refused(tiny_root: Path) -> None:
+    from deconfound.errors import ConfigError
+
+    cfg = _config(tiny_root, tiny_root, "dfr", tiny_root)
+    data = EmotionDataModule(cfg.data, ("body", "whole"))
+    with pytest.raises(ConfigError, match="both need at least one"):
+        data.set_held_out(0.999, 0)
+    data.set_held_out(0.5, 0)
+    assert data.held_out is not None and len(data.held_out) == 35
+
+
+def test_runs_record_every_option_and_older_clef_checkpoints_keep_their_fusion(
+    tiny_root: Path,
+    dictionary: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A default that changes never changes what an earlier run means: a run records its
+    method's options in full; a clef checkpoint saved before ``fusion`` existed is additive."""
+    from deconfound.engine import EmotionModule
+
+    cfg = _config(tiny_root, tmp_path, "clef", dictionary)
+    result = train(cfg)
+    saved = torch.load(result.by_rule["last"], weights_only=False)
+    args = saved["hyper_parameters"]["config"]["model"]["intervention_args"]
+    assert args["fusion"] == "harmonic" and args["context_weight"] == 1.0
+    assert "fusion: harmonic" in (result.run_dir / "config.yaml").read_text()
+    old = saved["hyper_parameters"]["config"]
+    old["model"]["intervention_args"] = {}  # as saved before the option
+    path = tmp_path / "old.ckpt"
+    torch.save({**saved, "hyper_parameters": {"config": old}}, path)
+    module: EmotionModule = load_module(path)
+    assert module.model.fusion == "sum"  # type: ignore[union-attr]

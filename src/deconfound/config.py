@@ -632,6 +632,13 @@ def save_config(config: Config, path: Path) -> None:
     atomic_write_text(path, config.to_yaml())
 
 
+def number(value: Any, what: str) -> float:
+    """``value`` as a float; a ConfigError naming ``what`` unless it is a (non-boolean) number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
 def construct(factory: Any, args: dict[str, Any], what: str) -> Any:
     """``factory(**args)`` after checking ``args`` against its signature: a constructor is the
     schema of its config arguments (``model.args``, ``data.args``)."""

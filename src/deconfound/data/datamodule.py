@@ -364,8 +364,15 @@ class EmotionDataModule(L.LightningDataModule):
             self.held_out = None
             return
         n = len(self.dataset(self.cfg.val_split))
+        held = round(share * n)
+        if not 1 <= held <= n - 1:
+            raise ConfigError(
+                f"holding {share:g} of the {n} samples of split '{self.cfg.val_split}' apart "
+                f"leaves {held} held out and {n - held} scored; both need at least one: give a "
+                "larger validation split or another share"
+            )
         order = np.random.default_rng(epoch_seed(seed, 0, "held-out") % 2**32).permutation(n)
-        self.held_out = np.sort(order[: round(share * n)])
+        self.held_out = np.sort(order[:held])
 
     def held_out_loader(self) -> DataLoader | None:
         """The held-out validation samples (:meth:`set_held_out`), in order, all of them in

@@ -18,7 +18,6 @@ pure function of (sample, generator state).
 
 from __future__ import annotations
 
-import json
 import logging
 import typing
 from collections.abc import Sequence
@@ -288,7 +287,13 @@ class PersonPaste:
             return cut
         box = self.people.samples[i].hidden
         points = self._keypoints(i) if self.quality == "keypoints" else None
-        return degrade(cut, self.quality, self.quality_share, box, points)
+        out = degrade(cut, self.quality, self.quality_share, box, points)
+        if points is not None and not out.any():
+            raise DataError(
+                f"{self.people.samples[i].image}: its person's keypoints lie on a line, so a "
+                "'keypoints' cut would paste nothing; use another cut"
+            )
+        return out
 
     def _keypoints(self, i: int) -> np.ndarray:
         """Sample ``i``'s detected pose keypoints ((K, 2) pixels) from its OpenPose file."""
@@ -297,10 +302,18 @@ class PersonPaste:
         box = sample.hidden
         if box is None:
             raise DataError(f"{path}: a 'keypoints' cut needs the sample's person box")
-        people = json.loads(path.read_text()).get("people") or [{}]
-        count = len(people[0].get("pose_keypoints_2d", [])) // 3
-        k = sidecars.read_pose(path, box, count).numpy()
+        data = sidecars.read_json(path)
+        people = data.get("people") if isinstance(data, dict) else None
+        first = people[0] if isinstance(people, list) and people else {}
+        flat = first.get("pose_keypoints_2d") if isinstance(first, dict) else None
+        count = len(flat) // 3 if isinstance(flat, list) else 0
+        k = sidecars.read_pose(path, box, count).numpy() if count else np.zeros((0, 3))
         found = k[:, 2] > 0
+        if found.sum() < 3:
+            raise DataError(
+                f"{path}: {int(found.sum())} keypoints of the person in box {box.as_tuple()} "
+                "were found, too few for a 'keypoints' cut (3 at least); use another cut"
+            )
         return np.stack([k[found, 0] * box.width + box.x1, k[found, 1] * box.height + box.y1], 1)
 
     def _exact_cut(self, i: int, shape: tuple[int, int], mask: np.ndarray | None) -> np.ndarray:

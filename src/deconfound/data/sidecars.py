@@ -92,7 +92,7 @@ def locate(kind: str, image: ImageRef, root: Path | None) -> Path:
     )
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -102,7 +102,7 @@ def _read_json(path: Path) -> Any:
 def read_pose(path: Path, box: Box | None, keypoints: int) -> torch.Tensor:
     """(keypoints, 3) float32: the skeleton that best fits ``box``, with x and y relative to the
     box (0..1 inside it) and the confidence; zeros when no skeleton falls inside the box."""
-    data = _read_json(path)
+    data = read_json(path)
     people = data.get("people") if isinstance(data, dict) else None
     if not isinstance(people, list):
         raise DataError(f"{path}: no 'people' list; expected OpenPose's --write_json output")
@@ -163,7 +163,7 @@ def read_objects(
 ) -> torch.Tensor:
     """(rows, 5) float32 region nodes: row 0 the person, then the proposals by falling score;
     columns x1, y1, x2, y2 as fractions of the image and 1 for a real row (0 = padding)."""
-    data = _read_json(path)
+    data = read_json(path)
     boxes = data.get("boxes") if isinstance(data, dict) else None
     if not isinstance(boxes, list):
         raise DataError(f"{path}: no 'boxes' list; expected {{\"boxes\": [[x1, y1, x2, y2], ...]}}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from dataclasses import dataclass
@@ -18,13 +19,20 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from deconfound.causal import ConfounderDictionary
-from deconfound.config import Config, TrainerConfig, apply_override, from_dict, save_config
+from deconfound.config import (
+    Config,
+    ModelConfig,
+    TrainerConfig,
+    apply_override,
+    from_dict,
+    save_config,
+)
 from deconfound.data.datamodule import EmotionDataModule, epoch_seed
 from deconfound.engine.folder import holds_run_folder
 from deconfound.engine.module import EmotionModule
 from deconfound.errors import ConfigError, DeconfoundError, one_line
 from deconfound.io import atomic_write
-from deconfound.methods import get_method
+from deconfound.methods import LEGACY_DEFAULTS, get_method, resolved_args
 from deconfound.progress import show_progress
 
 log = logging.getLogger(__name__)
@@ -213,6 +221,8 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
 
     ``data`` lets several runs on the same data share one data module (and its decoded views).
     """
+    cfg = copy.deepcopy(cfg)
+    cfg.model.intervention_args = resolved_args(cfg.model)  # recorded in full (LEGACY_DEFAULTS)
     first = get_method(cfg.model).first_run(cfg)
     learnt = None
     if first is not None:
@@ -337,6 +347,9 @@ def _check_resumable(cfg: Config, saved_path: Path) -> None:
 def _changed(saved: dict[str, Any], cfg: Config) -> tuple[str, Any, Any] | None:
     """The first option (``section.key``, saved value, value in ``cfg``) in which the saved
     config differs from ``cfg`` beyond ``RESUMABLE_CHANGES``; None when there is none."""
+    saved = copy.deepcopy(saved)  # its method's options as the run meant them
+    model = from_dict(ModelConfig, saved["model"], "saved model section")
+    saved["model"]["intervention_args"] = resolved_args(model, saved=True)
     for section, values in cfg.to_dict().items():
         if not isinstance(values, dict):
             continue
@@ -388,6 +401,12 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
         raise DeconfoundError(f"{path}: not a deconfound checkpoint ({why})") from None
     if isinstance(config.get("trainer"), dict):
         config["trainer"].update(ONE_PROCESS)
+    if isinstance(config.get("model"), dict) and "intervention" in config["model"]:
+        legacy = LEGACY_DEFAULTS.get(config["model"]["intervention"], {})
+        config["model"]["intervention_args"] = {
+            **legacy,
+            **config["model"].get("intervention_args", {}),
+        }
     for item in overrides or []:
         apply_override(config, item)
     state = ckpt["state_dict"]

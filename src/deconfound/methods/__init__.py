@@ -7,6 +7,7 @@ set's hidden confounder (see :mod:`deconfound.methods.base`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -56,6 +57,25 @@ CONTEXT_METHODS: tuple[str, ...] = (
     "groupdro", "dfr", "jtt",
 )  # fmt: skip
 """The methods for context-aware models (IERN and its ablation work on face feature maps)."""
+
+
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"clef": {"fusion": "sum"}}
+"""Options whose default changed, with the value a config saved before the option existed
+meant. Runs record every option of their method (:func:`resolved_args`) since then, so only
+older configs and checkpoints lack them."""
+
+
+def resolved_args(cfg: ModelConfig, *, saved: bool = False) -> dict[str, Any]:
+    """Every option of ``cfg``'s method, defaults filled in: what a run records, so that a
+    later change of a default never changes what an earlier run means. ``saved``: ``cfg`` was
+    read from a run or checkpoint, whose missing options take :data:`LEGACY_DEFAULTS`."""
+    given = dict(cfg.intervention_args)
+    if saved:
+        given = {**LEGACY_DEFAULTS.get(cfg.intervention, {}), **given}
+    method = get_method(dataclasses.replace(cfg, intervention_args=given))
+    if dataclasses.is_dataclass(method.options):
+        return dataclasses.asdict(method.options)
+    return given
 
 
 def get_method(cfg: ModelConfig) -> Method:
@@ -133,4 +153,5 @@ __all__ = [
     "independence_weights",
     "model_table",
     "per_sample_loss",
+    "resolved_args",
 ]

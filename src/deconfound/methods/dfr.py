@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deconfound.causal import ConfounderDictionary
+from deconfound.config import number
 from deconfound.errors import ConfigError
 from deconfound.methods.base import Method, Trainee
 
@@ -104,7 +105,14 @@ def fit_last_layer(
     from sklearn.linear_model import LogisticRegression
 
     mean, std = features.mean(0), features.std(0) + 1e-6
-    fit = LogisticRegression(l1_ratio=1.0, C=c, solver="saga", max_iter=2000, tol=1e-3)
+    if len(np.unique(labels)) < 2:
+        raise ConfigError(
+            f"method 'dfr': its {len(labels)} held-out validation samples hold one class only; "
+            "raise model.intervention_args.holdout or give a larger validation split"
+        )
+    fit = LogisticRegression(
+        l1_ratio=1.0, C=c, solver="saga", max_iter=2000, tol=1e-3, random_state=0
+    )  # (seeded: every process of a distributed run, and a resumed run, fits the same layer)
     fit.fit((features - mean) / std, labels, sample_weight=balanced_weights(groups))
     coef, intercept = fit.coef_, fit.intercept_
     if len(fit.classes_) == 2:  # scikit-learn keeps one row for two classes
@@ -129,6 +137,8 @@ class DFROptions:
     c: float = 1.0
 
     def __post_init__(self) -> None:
+        for key in ("holdout", "c"):
+            number(getattr(self, key), f"model.intervention_args.{key}")
         if not 0 < self.holdout < 1:
             raise ConfigError(
                 f"model.intervention_args.holdout must lie in (0, 1), got {self.holdout}"

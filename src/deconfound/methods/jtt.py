@@ -45,6 +45,12 @@ class JTTOptions:
     upweight: int = 6
 
     def __post_init__(self) -> None:
+        for key in ("first_epochs", "upweight"):
+            if not isinstance(getattr(self, key), int) or isinstance(getattr(self, key), bool):
+                raise ConfigError(
+                    f"model.intervention_args.{key} must be a whole number, got "
+                    f"{getattr(self, key)!r}"
+                )
         if self.first_epochs < 1:
             raise ConfigError(
                 f"model.intervention_args.first_epochs must be at least 1, got {self.first_epochs}"

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from deconfound.config import number
 from deconfound.data.cut_quality import CUT_QUALITIES, CutQuality
 from deconfound.errors import ConfigError
 from deconfound.methods.base import Composer, Method
@@ -60,6 +61,7 @@ class PasteOptions:
                 f"model.intervention_args.cut must be one of {', '.join(CUT_QUALITIES)}, got "
                 f"{self.cut!r}"
             )
+        number(self.cut_share, "model.intervention_args.cut_share")
         if not 0 <= self.cut_share < 1:
             raise ConfigError(
                 f"model.intervention_args.cut_share must lie in [0, 1), got {self.cut_share}"

@@ -46,7 +46,7 @@ from deconfound.diagnostics import plot_cluster_classes, plot_split_metrics
 from deconfound.engine import evaluate, load_module, train
 from deconfound.errors import ConfigError
 from deconfound.io import atomic_write_text
-from deconfound.methods import CONTEXT_METHODS, METHODS
+from deconfound.methods import CONTEXT_METHODS, METHODS, resolved_args
 from deconfound.models import CONTEXT_MODELS, create_base
 from deconfound.pipelines.dictionary import build_dictionary
 from deconfound.progress import show_progress
@@ -221,6 +221,7 @@ def _run(
     splits; its record (``metrics``: under :data:`DEFAULT_RULE`; ``by_rule``: under each)."""
     run = copy.deepcopy(cfg)
     run.model.intervention = name
+    run.model.intervention_args = resolved_args(run.model)  # as train records them
     run.data = copy.deepcopy(train_data.cfg)
     run.trainer.seed = seed
     run.trainer.keep_best_by = [r for r in RULES if r != "last"]
