@@ -302,12 +302,7 @@ class PersonPaste:
         box = sample.hidden
         if box is None:
             raise DataError(f"{path}: a 'keypoints' cut needs the sample's person box")
-        data = sidecars.read_json(path)
-        people = data.get("people") if isinstance(data, dict) else None
-        first = people[0] if isinstance(people, list) and people else {}
-        flat = first.get("pose_keypoints_2d") if isinstance(first, dict) else None
-        count = len(flat) // 3 if isinstance(flat, list) else 0
-        k = sidecars.read_pose(path, box, count).numpy() if count else np.zeros((0, 3))
+        k = sidecars.read_pose(path, box).numpy()  # (K, 3), the box's skeleton
         found = k[:, 2] > 0
         if found.sum() < 3:
             raise DataError(

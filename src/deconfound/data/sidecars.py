@@ -99,13 +99,18 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path}: not readable JSON ({e}); write it again") from None
 
 
-def read_pose(path: Path, box: Box | None, keypoints: int) -> torch.Tensor:
+def read_pose(path: Path, box: Box | None, keypoints: int | None = None) -> torch.Tensor:
     """(keypoints, 3) float32: the skeleton that best fits ``box``, with x and y relative to the
-    box (0..1 inside it) and the confidence; zeros when no skeleton falls inside the box."""
+    box (0..1 inside it) and the confidence; zeros when no skeleton falls inside the box.
+    ``keypoints`` None: as many as the file's first skeleton has (0 when it holds no one)."""
     data = read_json(path)
     people = data.get("people") if isinstance(data, dict) else None
     if not isinstance(people, list):
         raise DataError(f"{path}: no 'people' list; expected OpenPose's --write_json output")
+    if keypoints is None:
+        first = people[0] if people and isinstance(people[0], dict) else {}
+        flat = first.get("pose_keypoints_2d")
+        keypoints = len(flat) // 3 if isinstance(flat, list) else 0
     out = torch.zeros(keypoints, 3)
     best = 0.0
     for person in people:

@@ -32,7 +32,7 @@ from deconfound.engine.folder import holds_run_folder
 from deconfound.engine.module import EmotionModule
 from deconfound.errors import ConfigError, DeconfoundError, one_line
 from deconfound.io import atomic_write
-from deconfound.methods import LEGACY_DEFAULTS, get_method, resolved_args
+from deconfound.methods import get_method, resolved_args
 from deconfound.progress import show_progress
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def train(cfg: Config, data: EmotionDataModule | None = None) -> TrainResult:
     ``data`` lets several runs on the same data share one data module (and its decoded views).
     """
     cfg = copy.deepcopy(cfg)
-    cfg.model.intervention_args = resolved_args(cfg.model)  # recorded in full (LEGACY_DEFAULTS)
+    cfg.model.intervention_args = resolved_args(cfg.model)  # recorded in full, defaults too
     first = get_method(cfg.model).first_run(cfg)
     learnt = None
     if first is not None:
@@ -401,12 +401,9 @@ def load_module(checkpoint: str | Path, overrides: list[str] | None = None) -> E
         raise DeconfoundError(f"{path}: not a deconfound checkpoint ({why})") from None
     if isinstance(config.get("trainer"), dict):
         config["trainer"].update(ONE_PROCESS)
-    if isinstance(config.get("model"), dict) and "intervention" in config["model"]:
-        legacy = LEGACY_DEFAULTS.get(config["model"]["intervention"], {})
-        config["model"]["intervention_args"] = {
-            **legacy,
-            **config["model"].get("intervention_args", {}),
-        }
+    if isinstance(config.get("model"), dict):  # its method's options as the run meant them
+        model = from_dict(ModelConfig, config["model"], str(path))
+        config["model"]["intervention_args"] = resolved_args(model, saved=True)
     for item in overrides or []:
         apply_override(config, item)
     state = ckpt["state_dict"]

@@ -224,16 +224,6 @@ def _write_pose(path: Path, people: Detection, size: tuple[int, int]) -> None:
     atomic_write_text(path, json.dumps({"version": 1.3, "people": rows}))
 
 
-def _keypoints_in(path: Path) -> int:
-    """The keypoints a skeleton of the pose file ``path`` has (a file made before, by OpenPose
-    perhaps, may hold 25 or 18); :data:`KEYPOINTS` when it holds no one."""
-    try:
-        people = json.loads(path.read_text()).get("people") or []
-        return len(people[0]["pose_keypoints_2d"]) // 3 or KEYPOINTS
-    except (OSError, ValueError, AttributeError, LookupError, TypeError):
-        return KEYPOINTS  # (read_pose then names what is wrong with the file)
-
-
 def _count_matches(
     result: Annotated, samples: Sequence[Sample], target: Mapping[ImageRef, Path], root: Path
 ) -> None:
@@ -248,7 +238,7 @@ def _count_matches(
             labels = sidecars.read_people(path, Source(s, root).image_size())
             found = own_person(labels, s.hidden, face=s.person is None) is not None
         else:
-            skeleton = sidecars.read_pose(path, s.hidden, _keypoints_in(path))
+            skeleton = sidecars.read_pose(path, s.hidden)  # as many keypoints as it has
             found = bool((skeleton[:, 2] > 0).any())
         if found:
             result.matched += 1
